@@ -1,0 +1,473 @@
+//! Adapter files: safetensors holding only what was trained, plus metadata.
+//!
+//! The format is described in `docs/adapter-format.md`. In short: LoRA-XS
+//! stores one stacked tensor `lora_xs.R` (`modules × r × r`); `A` and `B`
+//! are recomputed from the base weights on load (the SVD sign convention
+//! makes that reproducible) unless the file stores them. A fingerprint of
+//! the base weights guards against loading into the wrong model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use loraxs_svd::SignConvention;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use sha2::{Digest, Sha256};
+
+use crate::frozen::{tensor_values, torch_weight};
+use crate::inject::{AdapterHost, InjectionReport, inject, targeted_modules};
+use crate::{AdaptedLinear, AdapterConfig, AdapterError, Factors, Method, RInit, Result};
+
+/// The `format` metadata value of every adapter file.
+pub const FORMAT: &str = "loraxs-adapter";
+/// The current format version; readers refuse newer ones.
+pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of tensors that belong to the task head, not to adapted modules.
+pub const HEAD_PREFIX: &str = "head.";
+/// The stacked LoRA-XS tensor.
+pub const LORA_XS_R: &str = "lora_xs.R";
+
+/// A tensor as stored: shape and `f32` values, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// Options for [`AdapterFile::from_model`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SaveOptions {
+    /// Also store LoRA-XS's frozen `A` and `B`, so loading skips the SVD
+    /// (costs `r (in + out)` values per module).
+    pub store_factors: bool,
+}
+
+/// The contents of an adapter file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterFile {
+    /// The adapter's configuration.
+    pub config: AdapterConfig,
+    /// Fingerprint of the frozen base weights (see [`fingerprint`]).
+    pub base_fingerprint: String,
+    /// The SVD sign convention `A` and `B` were derived under.
+    pub sign_convention: SignConvention,
+    /// Whether LoRA-XS's `A` and `B` are stored.
+    pub factors_stored: bool,
+    /// Every stored tensor by name.
+    pub tensors: BTreeMap<String, StoredTensor>,
+}
+
+impl AdapterFile {
+    /// Collects the trained values of an adapted model.
+    pub fn from_model<B: Backend, H: AdapterHost<B>>(
+        host: &H,
+        config: &AdapterConfig,
+        options: SaveOptions,
+    ) -> Result<Self> {
+        config.validate()?;
+        let targeted = targeted_modules(host, config)?;
+        let base_fingerprint = fingerprint(host, config)?;
+        let store_factors = options.store_factors && config.method == Method::LoraXs;
+        let mut tensors = BTreeMap::new();
+        let mut stacked_r = Vec::new();
+        let mut problem = None;
+        host.visit_linears(&mut |name, layer| {
+            if !targeted.iter().any(|t| t == name) || problem.is_some() {
+                return;
+            }
+            let mut put = |suffix: &str, shape: Vec<usize>, values: Vec<f32>| {
+                tensors.insert(format!("{name}.{suffix}"), StoredTensor { shape, values });
+            };
+            let (d_in, d_out) = layer.dims();
+            match (config.method, layer) {
+                (Method::LoraXs, AdaptedLinear::LoraXs(l)) => {
+                    stacked_r.extend(tensor_values(l.r.val()));
+                    if store_factors {
+                        let r = l.rank();
+                        put("lora_xs.A", vec![r, d_in], tensor_values(l.a_torch()));
+                        put("lora_xs.B", vec![d_out, r], tensor_values(l.b_torch()));
+                    }
+                }
+                (Method::Lora, AdaptedLinear::Lora(l)) => {
+                    let r = l.rank();
+                    put("lora.A", vec![r, d_in], tensor_values(l.a.val().transpose()));
+                    put("lora.B", vec![d_out, r], tensor_values(l.b.val().transpose()));
+                }
+                (Method::Vera, AdaptedLinear::Vera(l)) => {
+                    put("vera.lambda_d", vec![l.rank()], tensor_values(l.lambda_d.val()));
+                    put("vera.lambda_b", vec![d_out], tensor_values(l.lambda_b.val()));
+                }
+                (Method::Full, AdaptedLinear::Plain(l)) => {
+                    put("weight", vec![d_out, d_in], torch_weight(l));
+                    if let Some(bias) = &l.bias {
+                        put("bias", vec![d_out], tensor_values(bias.val()));
+                    }
+                }
+                (_, other) => {
+                    problem = Some(AdapterError::InvalidConfig {
+                        field: "method",
+                        reason: format!(
+                            "is {} but module `{name}` carries {}",
+                            config.method.name(),
+                            other.method().map_or("no adapter", |m| m.name())
+                        ),
+                    });
+                }
+            }
+        });
+        if let Some(e) = problem {
+            return Err(e);
+        }
+        if config.method == Method::LoraXs {
+            let r = config.rank;
+            tensors.insert(
+                LORA_XS_R.to_string(),
+                StoredTensor { shape: vec![targeted.len(), r, r], values: stacked_r },
+            );
+        }
+        Ok(Self {
+            config: config.clone(),
+            base_fingerprint,
+            sign_convention: SignConvention::default(),
+            factors_stored: store_factors,
+            tensors,
+        })
+    }
+
+    /// Adds a task-head tensor; its name must start with [`HEAD_PREFIX`].
+    pub fn insert_head_tensor(&mut self, name: &str, shape: Vec<usize>, values: Vec<f32>) -> Result<()> {
+        if !name.starts_with(HEAD_PREFIX) {
+            return Err(AdapterError::InvalidConfig {
+                field: "tensors",
+                reason: format!("head tensor `{name}` must be named `{HEAD_PREFIX}…`"),
+            });
+        }
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(AdapterError::InvalidConfig {
+                field: "tensors",
+                reason: format!("head tensor `{name}` has {} values for shape {shape:?}", values.len()),
+            });
+        }
+        self.tensors.insert(name.to_string(), StoredTensor { shape, values });
+        Ok(())
+    }
+
+    /// Task-head tensors (those named `head.…`).
+    pub fn head_tensors(&self) -> impl Iterator<Item = (&str, &StoredTensor)> {
+        self.tensors
+            .iter()
+            .filter(|(n, _)| n.starts_with(HEAD_PREFIX))
+            .map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Number of stored values (adapter and head; metadata excluded).
+    pub fn stored_values(&self) -> usize {
+        self.tensors.values().map(|t| t.values.len()).sum()
+    }
+
+    /// Serialises to safetensors bytes (little-endian `f32`).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let metadata = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            ("config".to_string(), serde_json::to_string(&self.config).expect("config serialises")),
+            ("sign_convention".to_string(), self.sign_convention.name().to_string()),
+            ("base_fingerprint".to_string(), self.base_fingerprint.clone()),
+            ("factors".to_string(), if self.factors_stored { "stored" } else { "recomputed" }.to_string()),
+        ]);
+        let memory = || PathBuf::from("<memory>");
+        let bytes: Vec<(&String, &StoredTensor, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| (name, t, t.values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, t, data)| TensorView::new(Dtype::F32, t.shape.clone(), data).map(|v| (name.as_str(), v)))
+            .collect::<core::result::Result<Vec<_>, _>>()
+            .map_err(|e| AdapterError::Corrupt { path: memory(), reason: e.to_string() })?;
+        safetensors::serialize(views, Some(metadata))
+            .map_err(|e| AdapterError::Corrupt { path: memory(), reason: e.to_string() })
+    }
+
+    /// Writes the file atomically: a temporary file is renamed into place,
+    /// so a crash never leaves a half-written adapter.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = self.to_bytes()?;
+        let io = |source| AdapterError::Io { path: path.to_path_buf(), source };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| AdapterError::Io { path: path.to_path_buf(), source })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses safetensors bytes; `path` is only used in error messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let corrupt = |reason: String| AdapterError::Corrupt { path: path.to_path_buf(), reason };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let empty = HashMap::new();
+        let meta = header.metadata().as_ref().unwrap_or(&empty);
+        let bad = |name: &str, reason: String| AdapterError::Metadata {
+            path: path.to_path_buf(),
+            field: name.to_string(),
+            reason,
+        };
+        let field = |name: &str| meta.get(name).ok_or_else(|| bad(name, "is missing".into()));
+        let format = field("format")?;
+        if format != FORMAT {
+            return Err(bad("format", format!("is `{format}`, expected `{FORMAT}`")));
+        }
+        let version: u32 = field("format_version")?
+            .parse()
+            .map_err(|_| bad("format_version", "is not an integer".into()))?;
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(bad(
+                "format_version",
+                format!("is {version}; this build reads versions 1 to {FORMAT_VERSION}"),
+            ));
+        }
+        let config: AdapterConfig =
+            serde_json::from_str(field("config")?).map_err(|e| bad("config", format!("is invalid: {e}")))?;
+        config.validate().map_err(|e| bad("config", e.to_string()))?;
+        let sign = field("sign_convention")?;
+        let sign_convention =
+            SignConvention::from_name(sign).ok_or_else(|| bad("sign_convention", format!("`{sign}` is unknown")))?;
+        let base_fingerprint = field("base_fingerprint")?.clone();
+        let factors_stored = match field("factors")?.as_str() {
+            "stored" => true,
+            "recomputed" => false,
+            other => return Err(bad("factors", format!("is `{other}`, expected `stored` or `recomputed`"))),
+        };
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let values = decode(&view).ok_or_else(|| AdapterError::Dtype {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+                dtype: format!("{:?}", view.dtype()),
+            })?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(AdapterError::NonFinite { path: path.to_path_buf(), tensor: name });
+            }
+            tensors.insert(name, StoredTensor { shape: view.shape().to_vec(), values });
+        }
+        Ok(Self { config, base_fingerprint, sign_convention, factors_stored, tensors })
+    }
+
+    /// Injects this adapter into a base model (no adapters yet) and loads
+    /// the stored values. `path` names the file in errors.
+    ///
+    /// Checks, in order: the base fingerprint, then that every tensor the
+    /// model needs is present with the right shape and that nothing else
+    /// is; only then is the model touched.
+    pub fn apply<B: Backend, H: AdapterHost<B>>(&self, host: H, path: &Path) -> Result<(H, InjectionReport)> {
+        let targeted = targeted_modules(&host, &self.config)?;
+        let found = fingerprint(&host, &self.config)?;
+        if found != self.base_fingerprint {
+            return Err(AdapterError::BaseMismatch {
+                path: path.to_path_buf(),
+                expected: self.base_fingerprint.clone(),
+                found,
+            });
+        }
+        let expected = self.expected_shapes(&host, &targeted);
+        for (name, shape) in &expected {
+            let stored = self.tensors.get(name).ok_or_else(|| AdapterError::MissingTensor {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+            })?;
+            if &stored.shape != shape {
+                return Err(AdapterError::ShapeMismatch {
+                    path: path.to_path_buf(),
+                    tensor: name.clone(),
+                    expected: shape.clone(),
+                    found: stored.shape.clone(),
+                });
+            }
+        }
+        if let Some(name) = self.tensors.keys().find(|n| !expected.contains_key(*n) && !n.starts_with(HEAD_PREFIX)) {
+            return Err(AdapterError::UnexpectedTensor { path: path.to_path_buf(), tensor: name.clone() });
+        }
+
+        // Stored factors make the SVD unnecessary: inject cheap placeholders
+        // and overwrite them.
+        let mut config = self.config.clone();
+        if self.factors_stored {
+            config.factors = Factors::Random;
+            config.r_init = RInit::Zeros;
+        }
+        let (host, report) = inject(host, &config)?;
+        let mut index = 0;
+        let host = host.map_linears(&mut |name, layer| {
+            if !targeted.iter().any(|t| t == name) {
+                return layer;
+            }
+            let get = |suffix: &str| &self.tensors[&format!("{name}.{suffix}")].values;
+            let layer = match layer {
+                AdaptedLinear::LoraXs(mut l) => {
+                    let r = self.config.rank;
+                    let stacked = &self.tensors[LORA_XS_R].values[index * r * r..(index + 1) * r * r];
+                    l.r = set_values(l.r, stacked, false);
+                    if self.factors_stored {
+                        l.a = set_values(l.a, get("lora_xs.A"), true);
+                        l.b = set_values(l.b, get("lora_xs.B"), true);
+                    }
+                    AdaptedLinear::LoraXs(l)
+                }
+                AdaptedLinear::Lora(mut l) => {
+                    l.a = set_values(l.a, get("lora.A"), true);
+                    l.b = set_values(l.b, get("lora.B"), true);
+                    AdaptedLinear::Lora(l)
+                }
+                AdaptedLinear::Vera(mut l) => {
+                    l.lambda_d = set_values(l.lambda_d, get("vera.lambda_d"), false);
+                    l.lambda_b = set_values(l.lambda_b, get("vera.lambda_b"), false);
+                    AdaptedLinear::Vera(l)
+                }
+                AdaptedLinear::Plain(mut l) => {
+                    l.weight = set_values(l.weight, get("weight"), true);
+                    if let Some(bias) = l.bias.take() {
+                        l.bias = Some(set_values(bias, get("bias"), false));
+                    }
+                    AdaptedLinear::Plain(l)
+                }
+            };
+            index += 1;
+            layer
+        });
+        Ok((host, report))
+    }
+
+    /// Every module tensor the model needs from this file, with its shape.
+    fn expected_shapes<B: Backend, H: AdapterHost<B>>(
+        &self,
+        host: &H,
+        targeted: &[String],
+    ) -> BTreeMap<String, Vec<usize>> {
+        let r = self.config.rank;
+        let mut out = BTreeMap::new();
+        if self.config.method == Method::LoraXs {
+            out.insert(LORA_XS_R.to_string(), vec![targeted.len(), r, r]);
+        }
+        host.visit_linears(&mut |name, layer| {
+            if !targeted.iter().any(|t| t == name) {
+                return;
+            }
+            let (d_in, d_out) = layer.dims();
+            let mut put = |suffix: &str, shape: Vec<usize>| out.insert(format!("{name}.{suffix}"), shape);
+            match self.config.method {
+                Method::LoraXs if self.factors_stored => {
+                    put("lora_xs.A", vec![r, d_in]);
+                    put("lora_xs.B", vec![d_out, r]);
+                }
+                Method::LoraXs => {}
+                Method::Lora => {
+                    put("lora.A", vec![r, d_in]);
+                    put("lora.B", vec![d_out, r]);
+                }
+                Method::Vera => {
+                    put("vera.lambda_d", vec![r]);
+                    put("vera.lambda_b", vec![d_out]);
+                }
+                Method::Full => {
+                    put("weight", vec![d_out, d_in]);
+                    if layer.base().bias.is_some() {
+                        put("bias", vec![d_out]);
+                    }
+                }
+            }
+        });
+        out
+    }
+}
+
+/// Replaces a parameter's values, keeping its id and trainability.
+/// `transposed`: the values are in PyTorch orientation, the transpose of
+/// burn's 2-D layout.
+fn set_values<B: Backend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    values: &[f32],
+    transposed: bool,
+) -> Param<Tensor<B, D>> {
+    param.map(|old| {
+        let dims = old.shape().dims::<D>();
+        let require_grad = old.is_require_grad();
+        let device = old.device();
+        let tensor = if transposed {
+            let mut flipped = dims;
+            flipped.swap(0, D - 1);
+            Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), flipped), &device).swap_dims(0, D - 1)
+        } else {
+            Tensor::from_data(TensorData::new(values.to_vec(), dims), &device)
+        };
+        tensor.set_require_grad(require_grad)
+    })
+}
+
+/// Decodes F32, F16 or BF16 little-endian data to `f32`.
+fn decode(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    let data = view.data();
+    match view.dtype() {
+        Dtype::F32 => Some(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Dtype::F16 => Some(data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+        Dtype::BF16 => Some(data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+        _ => None,
+    }
+}
+
+/// Fingerprint of the frozen base weights an adapter depends on.
+///
+/// SHA-256 over every adaptable layer in model order whose weights stay
+/// frozen under `config` (the targeted layers, or for full fine-tuning the
+/// untargeted ones): its name, a zero byte, `out` and `in` as little-endian
+/// `u64`, the weight in PyTorch layout as little-endian `f32`, and the bias
+/// if any. Targeted layers under full fine-tuning contribute name and shape
+/// only. The first 16 bytes, in hex.
+pub fn fingerprint<B: Backend, H: AdapterHost<B>>(host: &H, config: &AdapterConfig) -> Result<String> {
+    let full = config.method == Method::Full;
+    let mut hasher = Sha256::new();
+    let mut problem = None;
+    host.visit_linears(&mut |name, layer| {
+        let targeted = config.targets.matches(name);
+        let weights = targeted != full;
+        if !targeted && !weights {
+            return;
+        }
+        let (d_in, d_out) = layer.dims();
+        hasher.update(name.as_bytes());
+        hasher.update([0u8]);
+        hasher.update((d_out as u64).to_le_bytes());
+        hasher.update((d_in as u64).to_le_bytes());
+        if !weights {
+            return;
+        }
+        if layer.is_merged() {
+            problem.get_or_insert_with(|| AdapterError::Merged { module: name.to_string() });
+            return;
+        }
+        for v in torch_weight(layer.base()) {
+            hasher.update(v.to_le_bytes());
+        }
+        if let Some(bias) = &layer.base().bias {
+            for v in tensor_values(bias.val()) {
+                hasher.update(v.to_le_bytes());
+            }
+        }
+    });
+    if let Some(e) = problem {
+        return Err(e);
+    }
+    let digest = hasher.finalize();
+    Ok(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+}

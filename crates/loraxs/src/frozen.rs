@@ -1,0 +1,88 @@
+//! Frozen and trainable parameters, and plain linear layers in PyTorch
+//! layout.
+//!
+//! burn decides what trains through the `require_grad` flag of each
+//! parameter on an autodiff backend: a frozen parameter gets no gradient, is
+//! skipped by the optimiser and costs no backward matmul. Build training
+//! modules directly on the autodiff backend so these flags hold.
+
+use burn::module::{Param, ParamId};
+use burn::nn::Linear;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+/// A parameter that never receives a gradient.
+pub fn frozen<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(ParamId::new(), tensor.detach().set_require_grad(false))
+}
+
+/// A parameter the optimiser updates.
+pub fn trainable<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Param<Tensor<B, D>> {
+    Param::initialized(ParamId::new(), tensor.detach().require_grad())
+}
+
+/// Re-flags an existing parameter, keeping its id (optimiser state is keyed
+/// by id).
+pub(crate) fn set_trainable<B: Backend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    trainable: bool,
+) -> Param<Tensor<B, D>> {
+    let (id, tensor, _) = param.consume();
+    let tensor = if trainable {
+        tensor.detach().require_grad()
+    } else {
+        tensor.detach().set_require_grad(false)
+    };
+    Param::initialized(id, tensor)
+}
+
+/// Freezes or unfreezes a whole linear layer.
+pub fn set_linear_trainable<B: Backend>(linear: Linear<B>, trainable: bool) -> Linear<B> {
+    Linear {
+        weight: set_trainable(linear.weight, trainable),
+        bias: linear.bias.map(|b| set_trainable(b, trainable)),
+    }
+}
+
+/// A frozen linear layer from a weight in PyTorch layout (`out × in`,
+/// row-major) and an optional bias, as Hugging Face checkpoints store them.
+pub fn linear_from_torch<B: Backend>(
+    weight: Vec<f32>,
+    d_out: usize,
+    d_in: usize,
+    bias: Option<Vec<f32>>,
+    device: &B::Device,
+) -> Linear<B> {
+    assert_eq!(weight.len(), d_out * d_in, "weight must hold out × in values");
+    let w = tensor2(weight, [d_out, d_in], device).transpose();
+    Linear {
+        weight: frozen(w),
+        bias: bias.map(|b| {
+            assert_eq!(b.len(), d_out, "bias must hold out values");
+            frozen(Tensor::from_data(TensorData::new(b, [d_out]), device))
+        }),
+    }
+}
+
+/// `(d_in, d_out)` of a burn linear layer (weight stored `in × out`).
+pub fn linear_dims<B: Backend>(linear: &Linear<B>) -> (usize, usize) {
+    let [d_in, d_out] = linear.weight.dims();
+    (d_in, d_out)
+}
+
+/// The weight of a linear layer in PyTorch layout (`out × in`, row-major).
+pub fn torch_weight<B: Backend>(linear: &Linear<B>) -> Vec<f32> {
+    tensor_values(linear.weight.val().transpose())
+}
+
+pub(crate) fn tensor2<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// The values of a float tensor as `f32`, row-major.
+pub fn tensor_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("a float tensor converted to f32 holds f32 values")
+}
