@@ -5,6 +5,7 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::matrix_free::eigen::{PartialEigenParams, partial_svd, partial_svd_scratch};
 use faer::{Col, Mat, MatRef};
 
+use crate::truncated::Triplets;
 use crate::{Element, SvdError};
 
 /// faer's smallest Krylov subspace dimension.
@@ -16,7 +17,7 @@ pub(crate) fn top_triplets<T: Element>(
     a: MatRef<'_, T>,
     rank: usize,
     frobenius: f64,
-) -> Result<Option<(Mat<T>, Vec<T>, Mat<T>)>, SvdError> {
+) -> Result<Option<Triplets<T>>, SvdError> {
     let (m, n) = a.shape();
     let k = m.min(n);
     let max_dim = (2 * MIN_DIM).max(2 * rank);
@@ -34,7 +35,11 @@ pub(crate) fn top_triplets<T: Element>(
     // A deterministic start vector keeps the result reproducible.
     let v0 = Col::<T>::from_fn(n, |i| T::from_f64(1.0 + (i % 7) as f64 / 7.0));
     // Residuals are absolute: scale working precision by the matrix norm.
-    let eps = if core::mem::size_of::<T>() == 4 { f32::EPSILON as f64 } else { f64::EPSILON };
+    let eps = if core::mem::size_of::<T>() == 4 {
+        f32::EPSILON as f64
+    } else {
+        f64::EPSILON
+    };
     let tolerance = T::from_f64((frobenius * eps * 8.0).max(f64::MIN_POSITIVE));
     let mut buffer = MemBuffer::new(partial_svd_scratch::<T>(&a, rank, par, params));
     let info = partial_svd(

@@ -34,9 +34,7 @@ mod truncated;
 pub use element::Element;
 pub use error::SvdError;
 pub use sign::SignConvention;
-pub use truncated::{
-    SvdMethod, TruncatedSvd, truncated_svd, truncated_svd_row_major, truncated_svd_with,
-};
+pub use truncated::{SvdMethod, TruncatedSvd, truncated_svd, truncated_svd_row_major, truncated_svd_with};
 
 /// Re-export of the matrix library, so callers can build inputs without a
 /// separate (possibly mismatched) `faer` dependency.

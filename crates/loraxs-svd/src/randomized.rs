@@ -4,6 +4,7 @@ use faer::{Accum, Mat, MatRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::truncated::Triplets;
 use crate::{Element, SvdError};
 
 /// Approximates the top `rank + oversamples` singular triplets of `a`.
@@ -17,7 +18,7 @@ pub(crate) fn top_triplets<T: Element>(
     oversamples: usize,
     power_iterations: usize,
     seed: u64,
-) -> Result<(Mat<T>, Vec<T>, Mat<T>), SvdError> {
+) -> Result<Triplets<T>, SvdError> {
     let (m, n) = a.shape();
     let l = (rank + oversamples).min(m.min(n));
 

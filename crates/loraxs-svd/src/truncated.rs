@@ -58,7 +58,9 @@ impl SvdMethod {
                 oversamples,
                 power_iterations,
                 seed,
-            } => format!("randomized(oversamples={oversamples},power_iterations={power_iterations},seed={seed})"),
+            } => format!(
+                "randomized(oversamples={oversamples},power_iterations={power_iterations},seed={seed})"
+            ),
         }
     }
 
@@ -259,8 +261,7 @@ pub fn truncated_svd_with<T: Element>(
             power_iterations,
             seed,
         } => {
-            let (u, s, v) =
-                randomized::top_triplets(matrix, rank, oversamples, power_iterations, seed)?;
+            let (u, s, v) = randomized::top_triplets(matrix, rank, oversamples, power_iterations, seed)?;
             (u, s, v, method)
         }
         SvdMethod::Krylov => match krylov::top_triplets(matrix, rank, frobenius_sq.sqrt())? {
@@ -330,8 +331,11 @@ fn check_input<T: Element>(matrix: MatRef<'_, T>, rank: usize) -> Result<f64, Sv
     Ok(sum)
 }
 
+/// Left vectors (columns), singular values, right vectors (columns).
+pub(crate) type Triplets<T> = (Mat<T>, Vec<T>, Mat<T>);
+
 /// Thin SVD: `U` is m×k, `V` n×k, `k = min(m, n)`.
-pub(crate) fn exact<T: Element>(matrix: MatRef<'_, T>) -> Result<(Mat<T>, Vec<T>, Mat<T>), SvdError> {
+pub(crate) fn exact<T: Element>(matrix: MatRef<'_, T>) -> Result<Triplets<T>, SvdError> {
     let svd = matrix
         .thin_svd()
         .map_err(|_| SvdError::NoConvergence { method: "exact" })?;

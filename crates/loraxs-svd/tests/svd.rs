@@ -2,9 +2,7 @@
 //! agreement between methods, sign determinism, and every error case.
 
 use loraxs_svd::faer::{Mat, MatRef};
-use loraxs_svd::{
-    SignConvention, SvdError, SvdMethod, truncated_svd, truncated_svd_row_major,
-};
+use loraxs_svd::{SignConvention, SvdError, SvdMethod, truncated_svd, truncated_svd_row_major};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -62,7 +60,11 @@ fn recovers_a_rank_r_matrix_exactly() {
         let svd = truncated_svd(w.as_ref(), r, method).unwrap();
         let err = max_abs_diff(svd.reconstruct().as_ref(), w.as_ref());
         assert!(err < 1e-9, "{method:?}: max error {err}");
-        assert!(svd.relative_error() < 1e-6, "{method:?}: {}", svd.relative_error());
+        assert!(
+            svd.relative_error() < 1e-6,
+            "{method:?}: {}",
+            svd.relative_error()
+        );
         assert!((svd.energy_kept() - 1.0).abs() < 1e-12);
     }
 }
@@ -74,7 +76,10 @@ fn partial_methods_agree_with_exact_on_top_singular_values() {
     // Krylov converges to working precision; the randomized method is an
     // approximation whose accuracy depends on the spectrum's decay (this one
     // decays slowly, like a pretrained weight's).
-    for (method, s_tol, v_tol) in [(SvdMethod::Krylov, 1e-10, 1e-7), (SvdMethod::randomized(), 1e-4, 2e-3)] {
+    for (method, s_tol, v_tol) in [
+        (SvdMethod::Krylov, 1e-10, 1e-7),
+        (SvdMethod::randomized(), 1e-4, 2e-3),
+    ] {
         let partial = truncated_svd(w.as_ref(), 16, method).unwrap();
         assert_eq!(partial.method(), method, "no silent fallback at this size");
         for (a, b) in exact.singular_values().iter().zip(partial.singular_values()) {
@@ -111,7 +116,10 @@ fn signs_follow_the_convention_and_are_deterministic() {
     assert_eq!(first.sign_convention(), SignConvention::MaxAbsLeftPositive);
     for j in 0..12 {
         let col: Vec<f64> = (0..200).map(|i| first.u()[(i, j)]).collect();
-        let max = col.iter().copied().fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
+        let max = col
+            .iter()
+            .copied()
+            .fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
         assert!(max > 0.0, "column {j}");
     }
     // Flipping the input's sign flips U's signs: the convention undoes it on U
@@ -178,7 +186,11 @@ fn method_names_round_trip() {
         SvdMethod::Exact,
         SvdMethod::Krylov,
         SvdMethod::randomized(),
-        SvdMethod::Randomized { oversamples: 3, power_iterations: 10, seed: 42 },
+        SvdMethod::Randomized {
+            oversamples: 3,
+            power_iterations: 10,
+            seed: 42,
+        },
     ] {
         assert_eq!(SvdMethod::from_name(&method.name()), Some(method));
     }
@@ -196,7 +208,12 @@ fn rejects_bad_input() {
     );
     assert_eq!(
         truncated_svd(w.as_ref(), 5, SvdMethod::Exact).unwrap_err(),
-        SvdError::RankTooLarge { rank: 5, max: 4, rows: 5, cols: 4 }
+        SvdError::RankTooLarge {
+            rank: 5,
+            max: 4,
+            rows: 5,
+            cols: 4
+        }
     );
     let empty = Mat::<f64>::zeros(0, 4);
     assert_eq!(
@@ -206,7 +223,11 @@ fn rejects_bad_input() {
     let mut bad = w.clone();
     bad[(2, 3)] = f64::NAN;
     match truncated_svd(bad.as_ref(), 2, SvdMethod::Exact).unwrap_err() {
-        SvdError::NonFinite { row: 2, col: 3, value } => assert!(value.is_nan()),
+        SvdError::NonFinite {
+            row: 2,
+            col: 3,
+            value,
+        } => assert!(value.is_nan()),
         other => panic!("unexpected {other:?}"),
     }
     bad[(2, 3)] = f64::INFINITY;
@@ -214,7 +235,11 @@ fn rejects_bad_input() {
     assert!(err.to_string().contains("(2, 3)"), "{err}");
     assert_eq!(
         truncated_svd_row_major(&[1.0f32; 5], 2, 3, 1, SvdMethod::Exact).unwrap_err(),
-        SvdError::BufferLength { len: 5, rows: 2, cols: 3 }
+        SvdError::BufferLength {
+            len: 5,
+            rows: 2,
+            cols: 3
+        }
     );
 }
 

@@ -109,20 +109,16 @@ impl<B: Backend> AdaptedLinear<B> {
         AdaptedLinear::Plain(set_linear_trainable(linear, false))
     }
 
-    /// Removes any adapter without merging it, giving the frozen base layer
-    /// back (fails on a merged adapter, whose base weight is not the
-    /// original).
-    pub fn into_base(self) -> Result<Linear<B>, Self> {
-        if self.is_merged() {
-            return Err(self);
-        }
-        let linear = match self {
+    /// Removes any adapter, giving the frozen base layer back (a merged
+    /// update is subtracted first, see [`Mergeable::unmerge`]).
+    pub fn into_base(self) -> Linear<B> {
+        let linear = match self.unmerge() {
             AdaptedLinear::Plain(l) => l,
             AdaptedLinear::LoraXs(l) => l.base,
             AdaptedLinear::Lora(l) => l.base,
             AdaptedLinear::Vera(l) => l.base,
         };
-        Ok(set_linear_trainable(linear, false))
+        set_linear_trainable(linear, false)
     }
 
     /// Parameters by group. `trainable_plain` says whether a plain layer
@@ -131,19 +127,34 @@ impl<B: Backend> AdaptedLinear<B> {
         let (d_in, d_out) = self.dims();
         let base = d_in * d_out + if self.base().bias.is_some() { d_out } else { 0 };
         match self {
-            AdaptedLinear::Plain(_) if trainable_plain => ParamCount { adapter: base, ..ParamCount::default() },
+            AdaptedLinear::Plain(_) if trainable_plain => ParamCount {
+                adapter: base,
+                ..ParamCount::default()
+            },
             AdaptedLinear::Plain(_) => ParamCount::frozen(base),
             AdaptedLinear::LoraXs(l) => {
                 let r = l.rank();
-                ParamCount { adapter: r * r, frozen: base + r * (d_in + d_out), head: 0 }
+                ParamCount {
+                    adapter: r * r,
+                    frozen: base + r * (d_in + d_out),
+                    head: 0,
+                }
             }
             AdaptedLinear::Lora(l) => {
                 let r = l.rank();
-                ParamCount { adapter: r * (d_in + d_out), frozen: base, head: 0 }
+                ParamCount {
+                    adapter: r * (d_in + d_out),
+                    frozen: base,
+                    head: 0,
+                }
             }
             AdaptedLinear::Vera(l) => {
                 let r = l.rank();
-                ParamCount { adapter: r + d_out, frozen: base + r * (d_in + d_out), head: 0 }
+                ParamCount {
+                    adapter: r + d_out,
+                    frozen: base + r * (d_in + d_out),
+                    head: 0,
+                }
             }
         }
     }

@@ -17,12 +17,18 @@ pub struct ParamCount {
 impl ParamCount {
     /// Only frozen values.
     pub fn frozen(n: usize) -> Self {
-        Self { frozen: n, ..Self::default() }
+        Self {
+            frozen: n,
+            ..Self::default()
+        }
     }
 
     /// Only head values.
     pub fn head(n: usize) -> Self {
-        Self { head: n, ..Self::default() }
+        Self {
+            head: n,
+            ..Self::default()
+        }
     }
 
     /// Adapter plus head.

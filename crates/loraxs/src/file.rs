@@ -125,7 +125,10 @@ impl AdapterFile {
             let r = config.rank;
             tensors.insert(
                 LORA_XS_R.to_string(),
-                StoredTensor { shape: vec![targeted.len(), r, r], values: stacked_r },
+                StoredTensor {
+                    shape: vec![targeted.len(), r, r],
+                    values: stacked_r,
+                },
             );
         }
         Ok(Self {
@@ -148,10 +151,14 @@ impl AdapterFile {
         if values.len() != shape.iter().product::<usize>() {
             return Err(AdapterError::InvalidConfig {
                 field: "tensors",
-                reason: format!("head tensor `{name}` has {} values for shape {shape:?}", values.len()),
+                reason: format!(
+                    "head tensor `{name}` has {} values for shape {shape:?}",
+                    values.len()
+                ),
             });
         }
-        self.tensors.insert(name.to_string(), StoredTensor { shape, values });
+        self.tensors
+            .insert(name.to_string(), StoredTensor { shape, values });
         Ok(())
     }
 
@@ -173,10 +180,24 @@ impl AdapterFile {
         let metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
-            ("config".to_string(), serde_json::to_string(&self.config).expect("config serialises")),
-            ("sign_convention".to_string(), self.sign_convention.name().to_string()),
+            (
+                "config".to_string(),
+                serde_json::to_string(&self.config).expect("config serialises"),
+            ),
+            (
+                "sign_convention".to_string(),
+                self.sign_convention.name().to_string(),
+            ),
             ("base_fingerprint".to_string(), self.base_fingerprint.clone()),
-            ("factors".to_string(), if self.factors_stored { "stored" } else { "recomputed" }.to_string()),
+            (
+                "factors".to_string(),
+                if self.factors_stored {
+                    "stored"
+                } else {
+                    "recomputed"
+                }
+                .to_string(),
+            ),
         ]);
         let memory = || PathBuf::from("<memory>");
         let bytes: Vec<(&String, &StoredTensor, Vec<u8>)> = self
@@ -186,11 +207,18 @@ impl AdapterFile {
             .collect();
         let views = bytes
             .iter()
-            .map(|(name, t, data)| TensorView::new(Dtype::F32, t.shape.clone(), data).map(|v| (name.as_str(), v)))
+            .map(|(name, t, data)| {
+                TensorView::new(Dtype::F32, t.shape.clone(), data).map(|v| (name.as_str(), v))
+            })
             .collect::<core::result::Result<Vec<_>, _>>()
-            .map_err(|e| AdapterError::Corrupt { path: memory(), reason: e.to_string() })?;
-        safetensors::serialize(views, Some(metadata))
-            .map_err(|e| AdapterError::Corrupt { path: memory(), reason: e.to_string() })
+            .map_err(|e| AdapterError::Corrupt {
+                path: memory(),
+                reason: e.to_string(),
+            })?;
+        safetensors::serialize(views, Some(metadata)).map_err(|e| AdapterError::Corrupt {
+            path: memory(),
+            reason: e.to_string(),
+        })
     }
 
     /// Writes the file atomically: a temporary file is renamed into place,
@@ -198,7 +226,10 @@ impl AdapterFile {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
-        let io = |source| AdapterError::Io { path: path.to_path_buf(), source };
+        let io = |source| AdapterError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         std::fs::write(&tmp, bytes).map_err(io)?;
@@ -208,13 +239,19 @@ impl AdapterFile {
     /// Reads and validates a file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| AdapterError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| AdapterError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_bytes(&bytes, path)
     }
 
     /// Parses safetensors bytes; `path` is only used in error messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let corrupt = |reason: String| AdapterError::Corrupt { path: path.to_path_buf(), reason };
+        let corrupt = |reason: String| AdapterError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
         let empty = HashMap::new();
@@ -242,13 +279,18 @@ impl AdapterFile {
             serde_json::from_str(field("config")?).map_err(|e| bad("config", format!("is invalid: {e}")))?;
         config.validate().map_err(|e| bad("config", e.to_string()))?;
         let sign = field("sign_convention")?;
-        let sign_convention =
-            SignConvention::from_name(sign).ok_or_else(|| bad("sign_convention", format!("`{sign}` is unknown")))?;
+        let sign_convention = SignConvention::from_name(sign)
+            .ok_or_else(|| bad("sign_convention", format!("`{sign}` is unknown")))?;
         let base_fingerprint = field("base_fingerprint")?.clone();
         let factors_stored = match field("factors")?.as_str() {
             "stored" => true,
             "recomputed" => false,
-            other => return Err(bad("factors", format!("is `{other}`, expected `stored` or `recomputed`"))),
+            other => {
+                return Err(bad(
+                    "factors",
+                    format!("is `{other}`, expected `stored` or `recomputed`"),
+                ));
+            }
         };
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -258,11 +300,26 @@ impl AdapterFile {
                 dtype: format!("{:?}", view.dtype()),
             })?;
             if values.iter().any(|v| !v.is_finite()) {
-                return Err(AdapterError::NonFinite { path: path.to_path_buf(), tensor: name });
+                return Err(AdapterError::NonFinite {
+                    path: path.to_path_buf(),
+                    tensor: name,
+                });
             }
-            tensors.insert(name, StoredTensor { shape: view.shape().to_vec(), values });
+            tensors.insert(
+                name,
+                StoredTensor {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            );
         }
-        Ok(Self { config, base_fingerprint, sign_convention, factors_stored, tensors })
+        Ok(Self {
+            config,
+            base_fingerprint,
+            sign_convention,
+            factors_stored,
+            tensors,
+        })
     }
 
     /// Injects this adapter into a base model (no adapters yet) and loads
@@ -283,10 +340,13 @@ impl AdapterFile {
         }
         let expected = self.expected_shapes(&host, &targeted);
         for (name, shape) in &expected {
-            let stored = self.tensors.get(name).ok_or_else(|| AdapterError::MissingTensor {
-                path: path.to_path_buf(),
-                tensor: name.clone(),
-            })?;
+            let stored = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| AdapterError::MissingTensor {
+                    path: path.to_path_buf(),
+                    tensor: name.clone(),
+                })?;
             if &stored.shape != shape {
                 return Err(AdapterError::ShapeMismatch {
                     path: path.to_path_buf(),
@@ -296,8 +356,15 @@ impl AdapterFile {
                 });
             }
         }
-        if let Some(name) = self.tensors.keys().find(|n| !expected.contains_key(*n) && !n.starts_with(HEAD_PREFIX)) {
-            return Err(AdapterError::UnexpectedTensor { path: path.to_path_buf(), tensor: name.clone() });
+        if let Some(name) = self
+            .tensors
+            .keys()
+            .find(|n| !expected.contains_key(*n) && !n.starts_with(HEAD_PREFIX))
+        {
+            return Err(AdapterError::UnexpectedTensor {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+            });
         }
 
         // Stored factors make the SVD unnecessary: inject cheap placeholders
@@ -419,9 +486,21 @@ fn set_values<B: Backend, const D: usize>(
 fn decode(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let data = view.data();
     match view.dtype() {
-        Dtype::F32 => Some(data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        Dtype::F16 => Some(data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
-        Dtype::BF16 => Some(data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+        Dtype::F32 => Some(
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Dtype::F16 => Some(
+            data.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
+        Dtype::BF16 => Some(
+            data.chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -453,7 +532,9 @@ pub fn fingerprint<B: Backend, H: AdapterHost<B>>(host: &H, config: &AdapterConf
             return;
         }
         if layer.is_merged() {
-            problem.get_or_insert_with(|| AdapterError::Merged { module: name.to_string() });
+            problem.get_or_insert_with(|| AdapterError::Merged {
+                module: name.to_string(),
+            });
             return;
         }
         for v in torch_weight(layer.base()) {

@@ -71,7 +71,9 @@ pub struct InjectionReport {
 }
 
 /// The adaptable linear layers of a model: names, `(in, out)` and method.
-pub fn linear_layers<B: Backend, H: AdapterHost<B>>(host: &H) -> Vec<(String, (usize, usize), Option<Method>)> {
+pub fn linear_layers<B: Backend, H: AdapterHost<B>>(
+    host: &H,
+) -> Vec<(String, (usize, usize), Option<Method>)> {
     let mut out = Vec::new();
     host.visit_linears(&mut |name, layer| out.push((name.to_string(), layer.dims(), layer.method())));
     out
@@ -79,7 +81,10 @@ pub fn linear_layers<B: Backend, H: AdapterHost<B>>(host: &H) -> Vec<(String, (u
 
 /// The names of the modules `config` targets, in model order. Fails when a
 /// pattern matches nothing, listing what is available.
-pub fn targeted_modules<B: Backend, H: AdapterHost<B>>(host: &H, config: &AdapterConfig) -> Result<Vec<String>> {
+pub fn targeted_modules<B: Backend, H: AdapterHost<B>>(
+    host: &H,
+    config: &AdapterConfig,
+) -> Result<Vec<String>> {
     let layers = linear_layers(host);
     let names: Vec<String> = layers.iter().map(|(n, _, _)| n.clone()).collect();
     for pattern in config.targets.patterns() {
@@ -98,7 +103,10 @@ pub fn targeted_modules<B: Backend, H: AdapterHost<B>>(host: &H, config: &Adapte
 ///
 /// All checks that need no arithmetic (targets, ranks, modules already
 /// adapted) run before the model is touched.
-pub fn inject<B: Backend, H: AdapterHost<B>>(host: H, config: &AdapterConfig) -> Result<(H, InjectionReport)> {
+pub fn inject<B: Backend, H: AdapterHost<B>>(
+    host: H,
+    config: &AdapterConfig,
+) -> Result<(H, InjectionReport)> {
     inject_with_progress(host, config, &mut |_| {})
 }
 
@@ -119,10 +127,17 @@ pub fn inject_with_progress<B: Backend, H: AdapterHost<B>>(
             continue;
         }
         if let Some(method) = method {
-            return Err(AdapterError::AlreadyAdapted { module: name, method: method.name() });
+            return Err(AdapterError::AlreadyAdapted {
+                module: name,
+                method: method.name(),
+            });
         }
         if config.method != Method::Full && config.rank > d_in.min(d_out) {
-            return Err(AdapterError::RankTooLarge { module: name, rank: config.rank, max: d_in.min(d_out) });
+            return Err(AdapterError::RankTooLarge {
+                module: name,
+                rank: config.rank,
+                max: d_in.min(d_out),
+            });
         }
         max_in = max_in.max(d_in);
         max_out = max_out.max(d_out);
@@ -139,7 +154,11 @@ pub fn inject_with_progress<B: Backend, H: AdapterHost<B>>(
         if failure.is_some() || !targeted.iter().any(|t| t == name) {
             return AdaptedLinear::Plain(set_linear_trainable(linear, false));
         }
-        progress(InjectProgress { done: modules.len(), total, module: name });
+        progress(InjectProgress {
+            done: modules.len(),
+            total,
+            module: name,
+        });
         let (d_in, d_out) = crate::frozen::linear_dims(&linear);
         let mut report = ModuleReport {
             name: name.to_string(),
@@ -178,8 +197,18 @@ pub fn inject_with_progress<B: Backend, H: AdapterHost<B>>(
     if let Some(e) = failure {
         return Err(e);
     }
-    progress(InjectProgress { done: total, total, module: "" });
-    Ok((host, InjectionReport { modules, seconds: start.elapsed().as_secs_f64() }))
+    progress(InjectProgress {
+        done: total,
+        total,
+        module: "",
+    });
+    Ok((
+        host,
+        InjectionReport {
+            modules,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+    ))
 }
 
 /// Parameters of `host` by group, with `config` telling which plain layers
@@ -209,18 +238,8 @@ pub fn merge_and_unload<B: Backend, H: AdapterHost<B>>(host: H) -> H {
     host.map_linears(&mut |_, layer| layer.into_merged())
 }
 
-/// Removes every (unmerged) adapter, restoring the frozen base model.
-pub fn unload<B: Backend, H: AdapterHost<B>>(host: H) -> Result<H> {
-    let mut failure = None;
-    let host = host.map_linears(&mut |name, layer| match layer.into_base() {
-        Ok(linear) => AdaptedLinear::Plain(linear),
-        Err(layer) => {
-            failure.get_or_insert_with(|| AdapterError::Merged { module: name.to_string() });
-            layer
-        }
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(host),
-    }
+/// Removes every adapter (unmerging first where merged), restoring the
+/// frozen base model.
+pub fn unload<B: Backend, H: AdapterHost<B>>(host: H) -> H {
+    host.map_linears(&mut |_, layer| AdaptedLinear::Plain(layer.into_base()))
 }

@@ -65,7 +65,9 @@ pub use adapted::AdaptedLinear;
 pub use config::{AdapterConfig, Factors, Method, RInit};
 pub use count::ParamCount;
 pub use error::{AdapterError, Result};
-pub use file::{AdapterFile, FORMAT, FORMAT_VERSION, HEAD_PREFIX, LORA_XS_R, SaveOptions, StoredTensor, fingerprint};
+pub use file::{
+    AdapterFile, FORMAT, FORMAT_VERSION, HEAD_PREFIX, LORA_XS_R, SaveOptions, StoredTensor, fingerprint,
+};
 pub use frozen::{
     frozen, linear_dims, linear_from_torch, set_linear_trainable, tensor_values, torch_weight, trainable,
 };

@@ -72,6 +72,4 @@ impl<B: Backend> LoraLinear<B> {
     pub fn delta_weight(&self) -> Tensor<B, 2> {
         self.a.val().matmul(self.b.val()).mul_scalar(self.scale)
     }
-
-
 }

@@ -52,8 +52,5 @@ impl TargetModules {
 
 /// PEFT's suffix rule for one pattern.
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {
-    name == pattern
-        || name
-            .strip_suffix(pattern)
-            .is_some_and(|head| head.ends_with('.'))
+    name == pattern || name.strip_suffix(pattern).is_some_and(|head| head.ends_with('.'))
 }

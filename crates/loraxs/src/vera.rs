@@ -52,16 +52,31 @@ impl VeraProjections {
     /// config seed.
     pub fn new(config: &AdapterConfig, max_in: usize, max_out: usize) -> Self {
         let rank = config.rank;
-        let a = kaiming_uniform(&mut rng(config.seed, "vera", Stream::VeraA), rank * max_in, max_in);
+        let a = kaiming_uniform(
+            &mut rng(config.seed, "vera", Stream::VeraA),
+            rank * max_in,
+            max_in,
+        );
         let b = kaiming_uniform(&mut rng(config.seed, "vera", Stream::VeraB), max_out * rank, rank);
-        Self { rank, max_in, max_out, a, b }
+        Self {
+            rank,
+            max_in,
+            max_out,
+            a,
+            b,
+        }
     }
 
     /// `Aᵀ` (`in × r`) and `Bᵀ` (`r × out`) for one layer, row-major.
     fn slices(&self, d_in: usize, d_out: usize) -> (Vec<f32>, Vec<f32>) {
-        assert!(d_in <= self.max_in && d_out <= self.max_out, "projections too small");
+        assert!(
+            d_in <= self.max_in && d_out <= self.max_out,
+            "projections too small"
+        );
         let r = self.rank;
-        let a: Vec<f32> = (0..r).flat_map(|i| self.a[i * self.max_in..i * self.max_in + d_in].iter().copied()).collect();
+        let a: Vec<f32> = (0..r)
+            .flat_map(|i| self.a[i * self.max_in..i * self.max_in + d_in].iter().copied())
+            .collect();
         let b = &self.b[..d_out * r];
         (transpose(&a, r, d_in), transpose(b, d_out, r))
     }
@@ -69,7 +84,11 @@ impl VeraProjections {
 
 impl<B: Backend> VeraLinear<B> {
     /// Wraps a frozen `base` layer with the shared `projections`.
-    pub fn from_linear(base: Linear<B>, config: &AdapterConfig, projections: &VeraProjections) -> Result<Self> {
+    pub fn from_linear(
+        base: Linear<B>,
+        config: &AdapterConfig,
+        projections: &VeraProjections,
+    ) -> Result<Self> {
         let (d_in, d_out) = linear_dims(&base);
         let rank = config.rank;
         let device = base.weight.device();
@@ -113,6 +132,4 @@ impl<B: Backend> VeraLinear<B> {
         let b = self.b.val() * self.lambda_b.val().reshape([1, d_out]);
         a.matmul(b)
     }
-
-
 }

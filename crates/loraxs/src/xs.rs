@@ -5,7 +5,7 @@ use burn::nn::Linear;
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 use loraxs_svd::{SvdMethod, faer::MatRef, truncated_svd};
 
-use crate::frozen::{frozen, linear_dims, tensor2, tensor_values, trainable};
+use crate::frozen::{frozen, linear_dims, tensor_values, tensor2, trainable};
 use crate::init::{Stream, kaiming_uniform, normal, rng};
 use crate::{AdapterConfig, AdapterError, Factors, RInit, Result};
 
@@ -65,8 +65,16 @@ impl<B: Backend> LoraXsLinear<B> {
         let (a_t, b_t, report) = match config.factors {
             Factors::Svd => svd_factors(&base, rank, config.svd_method, module)?,
             Factors::Random => {
-                let a = kaiming_uniform(&mut rng(config.seed, module, Stream::XsRandomA), rank * d_in, d_in);
-                let b = kaiming_uniform(&mut rng(config.seed, module, Stream::XsRandomB), d_out * rank, rank);
+                let a = kaiming_uniform(
+                    &mut rng(config.seed, module, Stream::XsRandomA),
+                    rank * d_in,
+                    d_in,
+                );
+                let b = kaiming_uniform(
+                    &mut rng(config.seed, module, Stream::XsRandomB),
+                    d_out * rank,
+                    rank,
+                );
                 // Drawn in PyTorch orientation (A: r×in, B: out×r), stored transposed.
                 let a_t = transpose(&a, rank, d_in);
                 let b_t = transpose(&b, d_out, rank);
@@ -126,8 +134,6 @@ impl<B: Backend> LoraXsLinear<B> {
         let r_scaled_t = self.r.val().transpose().mul_scalar(self.scale);
         self.a.val().matmul(r_scaled_t).matmul(self.b.val())
     }
-
-
 
     /// `A` in the paper's orientation (`r × in`).
     pub fn a_torch(&self) -> Tensor<B, 2> {

@@ -6,8 +6,8 @@ use burn::backend::{Flex, NdArray};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use common::{max_abs_diff, random_values};
 use loraxs::{
-    AdapterConfig, Factors, LoraLinear, LoraXsLinear, Mergeable, RInit, SvdMethod, VeraLinear, VeraProjections,
-    linear_from_torch, tensor_values, trainable,
+    AdapterConfig, Factors, LoraLinear, LoraXsLinear, Mergeable, RInit, SvdMethod, VeraLinear,
+    VeraProjections, linear_from_torch, tensor_values, trainable,
 };
 use loraxs_svd::truncated_svd_row_major;
 
@@ -49,9 +49,15 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 fn lora_xs_matches_hand_computation<B: Backend>() {
     let device = B::Device::default();
-    let (w, b, x) = (random_values(OUT * IN, 1), random_values(OUT, 2), random_values(TOKENS * IN, 3));
+    let (w, b, x) = (
+        random_values(OUT * IN, 1),
+        random_values(OUT, 2),
+        random_values(TOKENS * IN, 3),
+    );
     let rank = 3;
-    let config = AdapterConfig::lora_xs(rank).with_alpha(6.0).with_svd_method(SvdMethod::Exact);
+    let config = AdapterConfig::lora_xs(rank)
+        .with_alpha(6.0)
+        .with_svd_method(SvdMethod::Exact);
     let base = linear_from_torch::<B>(w.clone(), OUT, IN, Some(b.clone()), &device);
     let (mut layer, report) = LoraXsLinear::from_linear(base, &config, "m").unwrap();
     assert!(report.energy_kept > 0.0 && report.energy_kept < 1.0);
@@ -63,14 +69,21 @@ fn lora_xs_matches_hand_computation<B: Backend>() {
 
     // Give R non-trivial values so the adapter term matters.
     let r_values = random_values(rank * rank, 4);
-    layer.r = trainable(Tensor::from_data(TensorData::new(r_values.clone(), [rank, rank]), &device));
+    layer.r = trainable(Tensor::from_data(
+        TensorData::new(r_values.clone(), [rank, rank]),
+        &device,
+    ));
 
     let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [TOKENS, IN]), &device);
     let y = tensor_values(layer.forward(xt.clone()));
 
     // y = W x + b + s · B R A x, with s = alpha / r = 2.
     let mut expected = base_by_hand(&w, &b, &x);
-    let (a, bm, r) = (f64s(&svd.a_row_major()), f64s(&svd.b_row_major()), f64s(&r_values));
+    let (a, bm, r) = (
+        f64s(&svd.a_row_major()),
+        f64s(&svd.b_row_major()),
+        f64s(&r_values),
+    );
     let bra = matmul(&matmul(&bm, &r, OUT, rank, rank), &a, OUT, rank, IN); // out × in
     for t in 0..TOKENS {
         for o in 0..OUT {
@@ -106,8 +119,20 @@ fn lora_xs_is_backend_independent() {
     // Same seed, same weights → the same adapter values on every backend.
     let config = AdapterConfig::lora_xs(4).with_seed(7);
     let (w, b) = (random_values(OUT * IN, 1), random_values(OUT, 2));
-    let nd = LoraXsLinear::from_linear(linear_from_torch::<NdArray<f32>>(w.clone(), OUT, IN, Some(b.clone()), &Default::default()), &config, "m").unwrap().0;
-    let fx = LoraXsLinear::from_linear(linear_from_torch::<Flex>(w, OUT, IN, Some(b), &Default::default()), &config, "m").unwrap().0;
+    let nd = LoraXsLinear::from_linear(
+        linear_from_torch::<NdArray<f32>>(w.clone(), OUT, IN, Some(b.clone()), &Default::default()),
+        &config,
+        "m",
+    )
+    .unwrap()
+    .0;
+    let fx = LoraXsLinear::from_linear(
+        linear_from_torch::<Flex>(w, OUT, IN, Some(b), &Default::default()),
+        &config,
+        "m",
+    )
+    .unwrap()
+    .0;
     assert_eq!(tensor_values(nd.r.val()), tensor_values(fx.r.val()));
     assert_eq!(tensor_values(nd.a.val()), tensor_values(fx.a.val()));
     assert_eq!(tensor_values(nd.b.val()), tensor_values(fx.b.val()));
@@ -152,25 +177,37 @@ fn random_factor_ablation_is_kaiming_uniform() {
 fn lora_matches_hand_computation_and_starts_at_base() {
     type B = NdArray<f32>;
     let device = Default::default();
-    let (w, b, x) = (random_values(OUT * IN, 1), random_values(OUT, 2), random_values(TOKENS * IN, 3));
+    let (w, b, x) = (
+        random_values(OUT * IN, 1),
+        random_values(OUT, 2),
+        random_values(TOKENS * IN, 3),
+    );
     let rank = 2;
     let config = AdapterConfig::lora(rank).with_alpha(4.0);
     let base = linear_from_torch::<B>(w.clone(), OUT, IN, Some(b.clone()), &device);
     let mut layer = LoraLinear::from_linear(base, &config, "m").unwrap();
     let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [TOKENS, IN]), &device);
     let base_y: Vec<f32> = base_by_hand(&w, &b, &x).iter().map(|&v| v as f32).collect();
-    assert!(max_abs_diff(&tensor_values(layer.forward(xt.clone())), &base_y) < 1e-5, "B = 0 at init");
+    assert!(
+        max_abs_diff(&tensor_values(layer.forward(xt.clone())), &base_y) < 1e-5,
+        "B = 0 at init"
+    );
     let a_bound = 1.0 / (IN as f32).sqrt();
     assert!(tensor_values(layer.a.val()).iter().all(|v| v.abs() <= a_bound));
 
     let b_values = random_values(OUT * rank, 5); // B: out × r
-    layer.b = trainable(Tensor::<B, 2>::from_data(TensorData::new(b_values.clone(), [OUT, rank]), &device).transpose());
+    layer.b = trainable(
+        Tensor::<B, 2>::from_data(TensorData::new(b_values.clone(), [OUT, rank]), &device).transpose(),
+    );
     let a = f64s(&tensor_values(layer.a.val().transpose())); // r × in
     let ba = matmul(&f64s(&b_values), &a, OUT, rank, IN);
     let mut expected = base_by_hand(&w, &b, &x);
     for t in 0..TOKENS {
         for o in 0..OUT {
-            expected[t * OUT + o] += 2.0 * (0..IN).map(|i| ba[o * IN + i] * x[t * IN + i] as f64).sum::<f64>();
+            expected[t * OUT + o] += 2.0
+                * (0..IN)
+                    .map(|i| ba[o * IN + i] * x[t * IN + i] as f64)
+                    .sum::<f64>();
         }
     }
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
@@ -184,16 +221,27 @@ fn lora_matches_hand_computation_and_starts_at_base() {
 fn vera_matches_hand_computation() {
     type B = NdArray<f32>;
     let device = Default::default();
-    let (w, b, x) = (random_values(OUT * IN, 1), random_values(OUT, 2), random_values(TOKENS * IN, 3));
+    let (w, b, x) = (
+        random_values(OUT * IN, 1),
+        random_values(OUT, 2),
+        random_values(TOKENS * IN, 3),
+    );
     let rank = 5;
     let config = AdapterConfig::vera(rank);
     let projections = VeraProjections::new(&config, 16, 16);
     let base = linear_from_torch::<B>(w.clone(), OUT, IN, Some(b.clone()), &device);
     let mut layer = VeraLinear::from_linear(base, &config, &projections).unwrap();
-    assert!(tensor_values(layer.lambda_d.val()).iter().all(|&v| (v - 0.1).abs() < 1e-7));
+    assert!(
+        tensor_values(layer.lambda_d.val())
+            .iter()
+            .all(|&v| (v - 0.1).abs() < 1e-7)
+    );
     let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [TOKENS, IN]), &device);
     let base_y: Vec<f32> = base_by_hand(&w, &b, &x).iter().map(|&v| v as f32).collect();
-    assert!(max_abs_diff(&tensor_values(layer.forward(xt.clone())), &base_y) < 1e-5, "b = 0 at init");
+    assert!(
+        max_abs_diff(&tensor_values(layer.forward(xt.clone())), &base_y) < 1e-5,
+        "b = 0 at init"
+    );
 
     let lb = random_values(OUT, 6);
     layer.lambda_b = trainable(Tensor::from_data(TensorData::new(lb.clone(), [OUT]), &device));
@@ -201,7 +249,9 @@ fn vera_matches_hand_computation() {
     let bm = f64s(&tensor_values(layer.b.val().transpose())); // out × r
     let mut expected = base_by_hand(&w, &b, &x);
     for t in 0..TOKENS {
-        let ax: Vec<f64> = (0..rank).map(|k| 0.1 * (0..IN).map(|i| a[k * IN + i] * x[t * IN + i] as f64).sum::<f64>()).collect();
+        let ax: Vec<f64> = (0..rank)
+            .map(|k| 0.1 * (0..IN).map(|i| a[k * IN + i] * x[t * IN + i] as f64).sum::<f64>())
+            .collect();
         for o in 0..OUT {
             expected[t * OUT + o] += lb[o] as f64 * (0..rank).map(|k| bm[o * rank + k] * ax[k]).sum::<f64>();
         }

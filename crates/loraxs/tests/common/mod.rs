@@ -75,7 +75,13 @@ impl<B: Backend> Toy<B> {
 impl<B: Backend> AdapterHost<B> for Toy<B> {
     fn visit_linears(&self, visit: &mut dyn FnMut(&str, &AdaptedLinear<B>)) {
         for (i, l) in self.layers.iter().enumerate() {
-            let mods = [&l.query, &l.value, &l.attention_output, &l.intermediate, &l.output];
+            let mods = [
+                &l.query,
+                &l.value,
+                &l.attention_output,
+                &l.intermediate,
+                &l.output,
+            ];
             for (name, m) in NAMES.iter().zip(mods) {
                 visit(&format!("encoder.layer.{i}.{name}"), m);
             }
