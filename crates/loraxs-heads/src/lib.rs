@@ -1,0 +1,206 @@
+//! Task heads on top of a [`loraxs_models::Encoder`]: sequence
+//! classification (`num_labels ≥ 2`, cross-entropy) and regression
+//! (`num_labels = 1`, mean squared error, e.g. STS-B). Heads train with the
+//! adapter and are stored in the same adapter file under `head.`.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use burn::tensor::Tensor;
+//! use loraxs_heads::{HeadConfig, HeadStyle};
+//!
+//! let device = Default::default();
+//! let head = HeadConfig::new(HeadStyle::Roberta, 8, 3).init::<NdArray<f32>>(&device);
+//! let hidden = Tensor::<NdArray<f32>, 3>::ones([2, 5, 8], &device);
+//! let logits = head.forward(hidden, None);
+//! assert_eq!(logits.dims(), [2, 3]);
+//! assert_eq!(head.param_count().head, 8 * 8 + 8 + 8 * 3 + 3);
+//! ```
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use loraxs::{AdapterError, AdapterFile, ParamCount, StoredTensor, tensor_values, torch_weight, trainable};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Which Hugging Face head layout to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadStyle {
+    /// `RobertaClassificationHead`: first token → dropout → dense → tanh →
+    /// dropout → out_proj.
+    Roberta,
+    /// `BertForSequenceClassification`: the encoder's pooled output →
+    /// dropout → classifier.
+    Bert,
+}
+
+/// Configuration of a task head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadConfig {
+    /// Layout.
+    pub style: HeadStyle,
+    /// Width of the encoder.
+    pub hidden_size: usize,
+    /// Outputs: classes, or 1 for regression.
+    pub num_labels: usize,
+    /// Dropout (Hugging Face uses the encoder's hidden dropout, 0.1).
+    pub dropout: f64,
+    /// Seed of the weight initialisation (normal, std 0.02, zero bias).
+    pub seed: u64,
+}
+
+impl HeadConfig {
+    /// A head with dropout 0.1 and seed 0.
+    pub fn new(style: HeadStyle, hidden_size: usize, num_labels: usize) -> Self {
+        Self {
+            style,
+            hidden_size,
+            num_labels,
+            dropout: 0.1,
+            seed: 0,
+        }
+    }
+
+    /// Builds the head with trainable, freshly initialised weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Head<B> {
+        assert!(self.num_labels >= 1, "num_labels must be at least 1");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        let mut linear = |d_out: usize, d_in: usize| {
+            // Box–Muller draws of N(0, 0.02²), as Hugging Face initialises heads.
+            let weight: Vec<f32> = (0..d_out * d_in)
+                .map(|_| {
+                    let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * 0.02) as f32
+                })
+                .collect();
+            let l = loraxs::linear_from_torch::<B>(weight, d_out, d_in, Some(vec![0.0; d_out]), device);
+            loraxs::set_linear_trainable(l, true)
+        };
+        let h = self.hidden_size;
+        let dense = (self.style == HeadStyle::Roberta).then(|| linear(h, h));
+        let out_proj = linear(self.num_labels, h);
+        Head {
+            dense,
+            out_proj,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            num_labels: self.num_labels,
+        }
+    }
+}
+
+/// A classification or regression head.
+#[derive(Module, Debug)]
+pub struct Head<B: Backend> {
+    /// `dense` (RoBERTa style only).
+    pub dense: Option<Linear<B>>,
+    /// `out_proj` / `classifier`.
+    pub out_proj: Linear<B>,
+    /// Dropout.
+    pub dropout: Dropout,
+    /// Outputs.
+    pub num_labels: usize,
+}
+
+impl<B: Backend> Head<B> {
+    /// Logits (`[batch, num_labels]`) from the encoder's last hidden state
+    /// (RoBERTa style) or pooled output (BERT style).
+    ///
+    /// # Panics
+    /// A BERT-style head needs `pooled`.
+    pub fn forward(&self, hidden: Tensor<B, 3>, pooled: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
+        match &self.dense {
+            Some(dense) => {
+                let [b, _, h] = hidden.dims();
+                let first = hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]);
+                let x = dense.forward(self.dropout.forward(first)).tanh();
+                self.out_proj.forward(self.dropout.forward(x))
+            }
+            None => {
+                let pooled = pooled.expect("a BERT-style head needs the encoder's pooled output");
+                self.out_proj.forward(self.dropout.forward(pooled))
+            }
+        }
+    }
+
+    /// Cross-entropy over `labels` (classification) or mean squared error
+    /// against `targets` (regression, `num_labels = 1`).
+    pub fn loss(
+        &self,
+        logits: Tensor<B, 2>,
+        labels: Option<Tensor<B, 1, Int>>,
+        targets: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, 1> {
+        if self.num_labels == 1 {
+            let targets = targets.expect("regression needs float targets");
+            let [b, _] = logits.dims();
+            (logits.reshape([b]) - targets).powf_scalar(2.0).mean()
+        } else {
+            let labels = labels.expect("classification needs integer labels");
+            CrossEntropyLossConfig::new()
+                .init(&logits.device())
+                .forward(logits, labels)
+        }
+    }
+
+    /// Trainable values of the head.
+    pub fn param_count(&self) -> ParamCount {
+        let linear =
+            |l: &Linear<B>| l.weight.shape().num_elements() + l.bias.as_ref().map_or(0, |b| b.dims()[0]);
+        ParamCount::head(self.dense.as_ref().map_or(0, linear) + linear(&self.out_proj))
+    }
+
+    /// Adds the head's tensors (`head.dense.*`, `head.out_proj.*`, PyTorch
+    /// layout) to an adapter file.
+    pub fn store(&self, file: &mut AdapterFile) -> Result<(), AdapterError> {
+        let mut put = |name: &str, l: &Linear<B>| -> Result<(), AdapterError> {
+            let [d_in, d_out] = l.weight.dims();
+            file.insert_head_tensor(&format!("head.{name}.weight"), vec![d_out, d_in], torch_weight(l))?;
+            if let Some(b) = &l.bias {
+                file.insert_head_tensor(&format!("head.{name}.bias"), vec![d_out], tensor_values(b.val()))?;
+            }
+            Ok(())
+        };
+        if let Some(dense) = &self.dense {
+            put("dense", dense)?;
+        }
+        put("out_proj", &self.out_proj)
+    }
+
+    /// Loads the head's tensors from an adapter file, checking every name
+    /// and shape.
+    pub fn load(mut self, file: &AdapterFile) -> Result<Self, String> {
+        let get = |name: &str, shape: Vec<usize>| -> Result<&StoredTensor, String> {
+            let t = file
+                .tensors
+                .get(name)
+                .ok_or_else(|| format!("head tensor `{name}` is missing"))?;
+            if t.shape != shape {
+                return Err(format!(
+                    "head tensor `{name}` has shape {:?}, expected {shape:?}",
+                    t.shape
+                ));
+            }
+            Ok(t)
+        };
+        let load = |name: &str, l: Linear<B>| -> Result<Linear<B>, String> {
+            let [d_in, d_out] = l.weight.dims();
+            let device = l.weight.device();
+            let w = get(&format!("head.{name}.weight"), vec![d_out, d_in])?;
+            let b = get(&format!("head.{name}.bias"), vec![d_out])?;
+            let weight = Tensor::<B, 2>::from_data(TensorData::new(w.values.clone(), [d_out, d_in]), &device)
+                .transpose();
+            let bias = Tensor::<B, 1>::from_data(TensorData::new(b.values.clone(), [d_out]), &device);
+            Ok(Linear {
+                weight: trainable(weight),
+                bias: Some(trainable(bias)),
+            })
+        };
+        if let Some(dense) = self.dense.take() {
+            self.dense = Some(load("dense", dense)?);
+        }
+        self.out_proj = load("out_proj", self.out_proj)?;
+        Ok(self)
+    }
+}

@@ -1,0 +1,389 @@
+//! The BERT/RoBERTa encoder, layer for layer as Hugging Face transformers
+//! computes it, with every linear layer adaptable.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig};
+use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use loraxs::{AdaptedLinear, AdapterHost, ParamCount, frozen, linear_from_torch};
+
+use crate::config::{Activation, EncoderConfig, ModelType};
+use crate::tokenizer::TokenBatch;
+use crate::weights::{LoadReport, Weights};
+use crate::{ModelError, Result};
+
+/// Token, position and segment embeddings, summed and normalised.
+#[derive(Module, Debug)]
+pub struct Embeddings<B: Backend> {
+    /// `embeddings.word_embeddings`.
+    pub word: Embedding<B>,
+    /// `embeddings.position_embeddings`.
+    pub position: Embedding<B>,
+    /// `embeddings.token_type_embeddings`.
+    pub token_type: Embedding<B>,
+    /// `embeddings.LayerNorm`.
+    pub norm: LayerNorm<B>,
+    /// Dropout after the norm.
+    pub dropout: Dropout,
+}
+
+/// One transformer layer (`encoder.layer.N`).
+#[derive(Module, Debug)]
+pub struct EncoderLayer<B: Backend> {
+    /// `attention.self.query`.
+    pub query: AdaptedLinear<B>,
+    /// `attention.self.key`.
+    pub key: AdaptedLinear<B>,
+    /// `attention.self.value`.
+    pub value: AdaptedLinear<B>,
+    /// `attention.output.dense`.
+    pub attention_output: AdaptedLinear<B>,
+    /// `attention.output.LayerNorm`.
+    pub attention_norm: LayerNorm<B>,
+    /// `intermediate.dense` (FFN up projection).
+    pub intermediate: AdaptedLinear<B>,
+    /// `output.dense` (FFN down projection).
+    pub output: AdaptedLinear<B>,
+    /// `output.LayerNorm`.
+    pub output_norm: LayerNorm<B>,
+    /// Dropout on attention probabilities.
+    pub attention_dropout: Dropout,
+    /// Dropout on each block's output.
+    pub dropout: Dropout,
+    /// Attention heads.
+    pub heads: usize,
+    /// Feed-forward activation: 0 exact GELU, 1 tanh GELU, 2 ReLU.
+    pub activation: usize,
+}
+
+/// A BERT-family encoder.
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    /// `embeddings`.
+    pub embeddings: Embeddings<B>,
+    /// `encoder.layer.*`.
+    pub layers: Vec<EncoderLayer<B>>,
+    /// `pooler.dense` (tanh applied after), when the checkpoint has it.
+    pub pooler: Option<AdaptedLinear<B>>,
+    /// Whether position ids follow RoBERTa's convention.
+    pub roberta_positions: bool,
+    /// Padding token id (RoBERTa's `padding_idx`).
+    pub pad_token_id: usize,
+}
+
+/// Model inputs as tensors, `[batch, tokens]` each.
+#[derive(Debug, Clone)]
+pub struct EncoderInput<B: Backend> {
+    /// Token ids.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// Segment ids.
+    pub token_type_ids: Tensor<B, 2, Int>,
+    /// Position ids.
+    pub position_ids: Tensor<B, 2, Int>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Tensor<B, 2, Int>,
+}
+
+/// Encoder outputs.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput<B: Backend> {
+    /// Last hidden state, `[batch, tokens, hidden]`.
+    pub hidden: Tensor<B, 3>,
+    /// `tanh(pooler(hidden[:, 0]))`, `[batch, hidden]`, when the model has
+    /// a pooler.
+    pub pooled: Option<Tensor<B, 2>>,
+}
+
+fn layer_norm<B: Backend>(
+    w: &mut Weights,
+    name: &str,
+    d: usize,
+    eps: f64,
+    device: &B::Device,
+) -> LayerNorm<B> {
+    let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(device);
+    norm.gamma = frozen(Tensor::from_data(
+        TensorData::new(w.take(&format!("{name}.weight"), &[d]), [d]),
+        device,
+    ));
+    norm.beta = Some(frozen(Tensor::from_data(
+        TensorData::new(w.take(&format!("{name}.bias"), &[d]), [d]),
+        device,
+    )));
+    norm
+}
+
+fn linear<B: Backend>(
+    w: &mut Weights,
+    name: &str,
+    d_out: usize,
+    d_in: usize,
+    device: &B::Device,
+) -> AdaptedLinear<B> {
+    let weight = w.take(&format!("{name}.weight"), &[d_out, d_in]);
+    let bias = w.take(&format!("{name}.bias"), &[d_out]);
+    AdaptedLinear::Plain(linear_from_torch(weight, d_out, d_in, Some(bias), device))
+}
+
+fn embedding<B: Backend>(
+    w: &mut Weights,
+    name: &str,
+    n: usize,
+    d: usize,
+    device: &B::Device,
+) -> Embedding<B> {
+    let values = w.take(&format!("{name}.weight"), &[n, d]);
+    Embedding {
+        weight: frozen(Tensor::from_data(TensorData::new(values, [n, d]), device)),
+    }
+}
+
+impl<B: Backend> Encoder<B> {
+    /// Builds the encoder from checkpoint weights; every parameter frozen.
+    /// Fails listing every missing or mis-shaped tensor.
+    pub fn from_weights(
+        config: &EncoderConfig,
+        mut w: Weights,
+        device: &B::Device,
+    ) -> Result<(Self, LoadReport)> {
+        let (h, ffn, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        );
+        let dropout = DropoutConfig::new(config.hidden_dropout_prob).init();
+        let embeddings = Embeddings {
+            word: embedding(&mut w, "embeddings.word_embeddings", config.vocab_size, h, device),
+            position: embedding(
+                &mut w,
+                "embeddings.position_embeddings",
+                config.max_position_embeddings,
+                h,
+                device,
+            ),
+            token_type: embedding(
+                &mut w,
+                "embeddings.token_type_embeddings",
+                config.type_vocab_size,
+                h,
+                device,
+            ),
+            norm: layer_norm(&mut w, "embeddings.LayerNorm", h, eps, device),
+            dropout: dropout.clone(),
+        };
+        let activation = match config.hidden_act {
+            Activation::Gelu => 0,
+            Activation::GeluTanh => 1,
+            Activation::Relu => 2,
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = format!("encoder.layer.{i}");
+                EncoderLayer {
+                    query: linear(&mut w, &format!("{p}.attention.self.query"), h, h, device),
+                    key: linear(&mut w, &format!("{p}.attention.self.key"), h, h, device),
+                    value: linear(&mut w, &format!("{p}.attention.self.value"), h, h, device),
+                    attention_output: linear(&mut w, &format!("{p}.attention.output.dense"), h, h, device),
+                    attention_norm: layer_norm(
+                        &mut w,
+                        &format!("{p}.attention.output.LayerNorm"),
+                        h,
+                        eps,
+                        device,
+                    ),
+                    intermediate: linear(&mut w, &format!("{p}.intermediate.dense"), ffn, h, device),
+                    output: linear(&mut w, &format!("{p}.output.dense"), h, ffn, device),
+                    output_norm: layer_norm(&mut w, &format!("{p}.output.LayerNorm"), h, eps, device),
+                    attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+                    dropout: dropout.clone(),
+                    heads: config.num_attention_heads,
+                    activation,
+                }
+            })
+            .collect();
+        let mut absent = Vec::new();
+        let pooler = if w.contains("pooler.dense.weight") {
+            Some(linear(&mut w, "pooler.dense", h, h, device))
+        } else {
+            absent.push("pooler".to_string());
+            None
+        };
+        let report = w.finish(absent)?;
+        let encoder = Self {
+            embeddings,
+            layers,
+            pooler,
+            roberta_positions: config.model_type == ModelType::Roberta,
+            pad_token_id: config.pad_token_id,
+        };
+        Ok((encoder, report))
+    }
+
+    /// Tensors for a tokenised batch, with position ids as this
+    /// architecture numbers them (RoBERTa: `pad + 1 + index` for real
+    /// tokens, `pad` for padding).
+    pub fn input(&self, batch: &TokenBatch, device: &B::Device) -> Result<EncoderInput<B>> {
+        let max = self.embeddings.position.weight.dims()[0];
+        let (n, t) = (batch.batch, batch.seq_len);
+        let mut positions = Vec::with_capacity(n * t);
+        for row in 0..n {
+            let mut next = self.pad_token_id as i64 + 1;
+            for col in 0..t {
+                let real = batch.attention_mask[row * t + col] != 0;
+                positions.push(match (self.roberta_positions, real) {
+                    (false, _) => col as i64,
+                    (true, true) => {
+                        next += 1;
+                        next - 1
+                    }
+                    (true, false) => self.pad_token_id as i64,
+                });
+            }
+        }
+        if let Some(p) = positions.iter().find(|p| **p as usize >= max) {
+            return Err(ModelError::Input(format!(
+                "position {p} is beyond the model's {max} position embeddings; truncate the input"
+            )));
+        }
+        let vocab = self.embeddings.word.weight.dims()[0] as u32;
+        if let Some(id) = batch.input_ids.iter().find(|&&id| id >= vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {id} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let types = self.embeddings.token_type.weight.dims()[0] as u32;
+        if let Some(id) = batch.token_type_ids.iter().find(|&&id| id >= types) {
+            return Err(ModelError::Input(format!(
+                "token type {id} is outside the model's {types} types"
+            )));
+        }
+        let int = |v: Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v, [n, t]), device);
+        let wide = |v: &[u32]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+        Ok(EncoderInput {
+            input_ids: int(wide(&batch.input_ids)),
+            token_type_ids: int(wide(&batch.token_type_ids)),
+            position_ids: int(positions),
+            attention_mask: int(wide(&batch.attention_mask)),
+        })
+    }
+
+    /// Runs the encoder.
+    pub fn forward(&self, input: EncoderInput<B>) -> EncoderOutput<B> {
+        let e = &self.embeddings;
+        let x = e.word.forward(input.input_ids)
+            + e.position.forward(input.position_ids)
+            + e.token_type.forward(input.token_type_ids);
+        let mut hidden = e.dropout.forward(e.norm.forward(x));
+
+        // Hugging Face's extended mask: 0 for real tokens, the most negative
+        // f32 for padding, added to the attention scores.
+        let [batch, tokens] = input.attention_mask.dims();
+        let bias = (input.attention_mask.float().neg() + 1.0)
+            .mul_scalar(f32::MIN)
+            .reshape([batch, 1, 1, tokens]);
+        for layer in &self.layers {
+            hidden = layer.forward(hidden, bias.clone());
+        }
+        let pooled = self.pooler.as_ref().map(|pooler| {
+            let [b, _, h] = hidden.dims();
+            let first = hidden.clone().slice([0..b, 0..1, 0..h]).reshape([b, h]);
+            pooler.forward(first).tanh()
+        });
+        EncoderOutput { hidden, pooled }
+    }
+
+    /// Width of the model.
+    pub fn hidden_size(&self) -> usize {
+        self.embeddings.word.weight.dims()[1]
+    }
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [b, t, h] = x.dims();
+        let hd = h / self.heads;
+        let split = |y: Tensor<B, 3>| y.reshape([b, t, self.heads, hd]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()) + mask_bias;
+        let probs = self.attention_dropout.forward(softmax(scores, 3));
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
+        let attended = self
+            .attention_norm
+            .forward(self.dropout.forward(self.attention_output.forward(context)) + x);
+        let inner = self.intermediate.forward(attended.clone());
+        let inner = match self.activation {
+            0 => gelu(inner),
+            1 => burn::tensor::activation::gelu_approximate(inner),
+            _ => relu(inner),
+        };
+        self.output_norm
+            .forward(self.dropout.forward(self.output.forward(inner)) + attended)
+    }
+}
+
+const LAYER_LINEARS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+
+impl<B: Backend> AdapterHost<B> for Encoder<B> {
+    fn visit_linears(&self, visit: &mut dyn FnMut(&str, &AdaptedLinear<B>)) {
+        for (i, l) in self.layers.iter().enumerate() {
+            let mods = [
+                &l.query,
+                &l.key,
+                &l.value,
+                &l.attention_output,
+                &l.intermediate,
+                &l.output,
+            ];
+            for (name, m) in LAYER_LINEARS.iter().zip(mods) {
+                visit(&format!("encoder.layer.{i}.{name}"), m);
+            }
+        }
+        if let Some(pooler) = &self.pooler {
+            visit("pooler.dense", pooler);
+        }
+    }
+
+    fn map_linears(mut self, map: &mut dyn FnMut(&str, AdaptedLinear<B>) -> AdaptedLinear<B>) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut l)| {
+                let mut f = |k: usize, m| map(&format!("encoder.layer.{i}.{}", LAYER_LINEARS[k]), m);
+                l.query = f(0, l.query);
+                l.key = f(1, l.key);
+                l.value = f(2, l.value);
+                l.attention_output = f(3, l.attention_output);
+                l.intermediate = f(4, l.intermediate);
+                l.output = f(5, l.output);
+                l
+            })
+            .collect();
+        self.pooler = self.pooler.map(|p| map("pooler.dense", p));
+        self
+    }
+
+    fn other_params(&self) -> ParamCount {
+        let e = &self.embeddings;
+        let norm = |n: &LayerNorm<B>| 2 * n.gamma.dims()[0];
+        let embeddings = e.word.weight.shape().num_elements()
+            + e.position.weight.shape().num_elements()
+            + e.token_type.weight.shape().num_elements()
+            + norm(&e.norm);
+        let norms: usize = self
+            .layers
+            .iter()
+            .map(|l| norm(&l.attention_norm) + norm(&l.output_norm))
+            .sum();
+        ParamCount::frozen(embeddings + norms)
+    }
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Reference outputs of all-MiniLM-L6-v2 from Hugging Face transformers.
+
+Writes crates/loraxs-models/tests/fixtures/minilm_parity.safetensors: the
+token ids, token type ids and attention masks the Hugging Face tokenizer
+produces for a few sentences and sentence pairs (padded to the longest),
+and the model's last hidden state and pooled output for them, in float32.
+The Rust parity test feeds the same text through loraxs's tokenizer and
+encoder and compares.
+
+Usage (torch, transformers and safetensors from PyPI):
+    python tools/make_fixtures.py MODEL_DIR
+where MODEL_DIR holds config.json, model.safetensors and tokenizer.json
+(e.g. datasets/cache/models/all-MiniLM-L6-v2 after `cargo xtask fetch model minilm`).
+"""
+import json
+import pathlib
+import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModel, AutoTokenizer
+
+SINGLES = [
+    "The movie was surprisingly good.",
+    "A gripping, beautifully shot thriller that never lets go!",
+    "no",
+]
+PAIRS = [
+    ("A man is playing a guitar.", "Someone plays an instrument."),
+    ("The cat sat on the mat.", "Dogs bark loudly at night, don't they?"),
+]
+
+
+def main() -> None:
+    model_dir = pathlib.Path(sys.argv[1])
+    out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+    tensors = {}
+    for name, batch in [
+        ("single", tokenizer(SINGLES, padding=True, truncation=True, max_length=128, return_tensors="pt")),
+        (
+            "pair",
+            tokenizer(
+                [a for a, _ in PAIRS],
+                [b for _, b in PAIRS],
+                padding=True,
+                truncation=True,
+                max_length=128,
+                return_tensors="pt",
+            ),
+        ),
+    ]:
+        with torch.no_grad():
+            output = model(**batch)
+        tensors[f"{name}.input_ids"] = batch["input_ids"].to(torch.int64)
+        tensors[f"{name}.token_type_ids"] = batch["token_type_ids"].to(torch.int64)
+        tensors[f"{name}.attention_mask"] = batch["attention_mask"].to(torch.int64)
+        tensors[f"{name}.last_hidden_state"] = output.last_hidden_state.contiguous()
+        tensors[f"{name}.pooler_output"] = output.pooler_output.contiguous()
+
+    import transformers
+
+    metadata = {
+        "singles": json.dumps(SINGLES),
+        "pairs": json.dumps(PAIRS),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
+    path = out / "minilm_parity.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
