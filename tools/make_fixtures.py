@@ -74,6 +74,44 @@ def main() -> None:
     path = out / "minilm_parity.safetensors"
     save_file(tensors, str(path), metadata=metadata)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
+    tiny_roberta(out / "tiny-roberta")
+
+
+def tiny_roberta(out: pathlib.Path) -> None:
+    """A tiny randomly initialised RoBERTa (no public checkpoint is reachable
+    offline): its config.json and model.safetensors as RobertaForMaskedLM
+    saves them (keys prefixed `roberta.`, an `lm_head` the encoder ignores,
+    no pooler), plus its outputs on a padded batch."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(1)
+    config = RobertaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=24,
+        max_position_embeddings=20,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )
+    model = RobertaForMaskedLM(config).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    input_ids = torch.tensor([[0, 5, 17, 33, 9, 2], [0, 44, 8, 2, 1, 1]])
+    attention_mask = (input_ids != 1).to(torch.int64)
+    with torch.no_grad():
+        hidden = model.roberta(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    save_file(
+        {"input_ids": input_ids, "attention_mask": attention_mask, "last_hidden_state": hidden.contiguous()},
+        str(out / "expected.safetensors"),
+    )
+    for extra in ["generation_config.json"]:
+        (out / extra).unlink(missing_ok=True)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ fn hidden(device: &burn::backend::ndarray::NdArrayDevice) -> Tensor<B, 3> {
 }
 
 fn affine(x: &[f32], w: &[f32], b: &[f32], d_out: usize, d_in: usize) -> Vec<f32> {
-    (0..d_out).map(|o| b[o] + (0..d_in).map(|i| w[o * d_in + i] * x[i]).sum::<f32>()).collect()
+    (0..d_out)
+        .map(|o| b[o] + (0..d_in).map(|i| w[o * d_in + i] * x[i]).sum::<f32>())
+        .collect()
 }
 
 #[test]
@@ -26,8 +28,14 @@ fn roberta_head_uses_the_first_token() {
     let logits = tensor_values(head.forward(hidden(&device), None));
     let h = tensor_values(hidden(&device));
     let dense = head.dense.as_ref().unwrap();
-    let (dw, db) = (torch_weight(dense), tensor_values(dense.bias.as_ref().unwrap().val()));
-    let (ow, ob) = (torch_weight(&head.out_proj), tensor_values(head.out_proj.bias.as_ref().unwrap().val()));
+    let (dw, db) = (
+        torch_weight(dense),
+        tensor_values(dense.bias.as_ref().unwrap().val()),
+    );
+    let (ow, ob) = (
+        torch_weight(&head.out_proj),
+        tensor_values(head.out_proj.bias.as_ref().unwrap().val()),
+    );
     for b in 0..2 {
         let first = &h[b * 12..b * 12 + 4];
         let x: Vec<f32> = affine(first, &dw, &db, 4, 4).iter().map(|v| v.tanh()).collect();
@@ -61,7 +69,10 @@ fn losses() {
     let regressor = HeadConfig::new(HeadStyle::Roberta, 4, 1).init::<B>(&device);
     let preds = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 3.0], [2, 1]), &device);
     let targets = Tensor::<B, 1>::from_data(TensorData::new(vec![2.0f32, 3.0], [2]), &device);
-    assert_eq!(tensor_values(regressor.loss(preds, None, Some(targets))), vec![0.5]);
+    assert_eq!(
+        tensor_values(regressor.loss(preds, None, Some(targets))),
+        vec![0.5]
+    );
 }
 
 #[test]
@@ -95,10 +106,19 @@ fn head_round_trips_through_an_adapter_file() {
     let (a, b) = (head.valid_forward(x.clone()), loaded.valid_forward(x));
     assert_eq!(a, b);
 
-    let wrong = HeadConfig::new(HeadStyle::Roberta, 4, 5).init::<B>(&device).load(&file).unwrap_err();
-    assert_eq!(wrong, "head tensor `head.out_proj.weight` has shape [3, 4], expected [5, 4]");
+    let wrong = HeadConfig::new(HeadStyle::Roberta, 4, 5)
+        .init::<B>(&device)
+        .load(&file)
+        .unwrap_err();
+    assert_eq!(
+        wrong,
+        "head tensor `head.out_proj.weight` has shape [3, 4], expected [5, 4]"
+    );
     file.tensors.remove("head.dense.bias");
-    let missing = HeadConfig::new(HeadStyle::Roberta, 4, 3).init::<B>(&device).load(&file).unwrap_err();
+    let missing = HeadConfig::new(HeadStyle::Roberta, 4, 3)
+        .init::<B>(&device)
+        .load(&file)
+        .unwrap_err();
     assert_eq!(missing, "head tensor `head.dense.bias` is missing");
 }
 
