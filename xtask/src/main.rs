@@ -3,6 +3,7 @@
 //! no extra tooling to install.
 
 mod fetch;
+mod params;
 mod util;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Cmd {
         #[command(subcommand)]
         what: FetchWhat,
     },
+    /// Print the paper's trainable-parameter table from model configs alone.
+    Params,
     /// Run the criterion kernel benchmarks (SVD, adapter forward/backward,
     /// merge) in the `bench` profile; reports land in target/criterion.
     Bench {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Fetch {
             what: FetchWhat::Model { name },
         } => fetch::fetch_model(&name).map(|_| ()),
+        Cmd::Params => params::params(),
         Cmd::Bench { cuda, filter } => bench(cuda, filter.as_deref()),
     };
     match result {
