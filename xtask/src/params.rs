@@ -136,8 +136,6 @@ fn human(n: usize) -> String {
     let n = n as f64;
     if n >= 1e8 {
         format!("{:.0}M", n / 1e6)
-    } else if n >= 1e6 {
-        format!("{:.2}M", n / 1e6)
     } else if n >= 1e5 {
         format!("{:.2}M", n / 1e6)
     } else {

@@ -24,6 +24,7 @@ mod config;
 mod encoder;
 mod error;
 mod model_dir;
+mod progress;
 mod tokenizer;
 mod weights;
 
@@ -31,6 +32,7 @@ pub use config::{Activation, EncoderConfig, ModelType};
 pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput};
 pub use error::{ModelError, Result};
 pub use model_dir::ModelDir;
+pub use progress::inject_with_bar;
 pub use tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch};
 pub use weights::{LoadReport, Weights};
 

@@ -47,7 +47,7 @@ fn lora_xs_on_minilm() {
 
     // Paper targets: 4 modules per layer, 6 layers; R = 0 is the base model.
     let config = AdapterConfig::lora_xs(8).with_r_init(RInit::Zeros);
-    let (adapted, report) = inject(base, &config).unwrap();
+    let (adapted, report) = loraxs_models::inject_with_bar(base, &config, true).unwrap();
     assert_eq!(report.modules.len(), 24);
     assert_eq!(report.modules[3].name, "encoder.layer.0.output.dense");
     assert!(report.modules.iter().all(|m| m.energy_kept.unwrap() > 0.0));
