@@ -38,3 +38,17 @@ pub use weights::{LoadReport, Weights};
 
 /// The environment variable naming a model folder for tests and tools.
 pub const MODEL_DIR_ENV: &str = "LORAXS_MODEL_DIR";
+
+/// Where the default model (all-MiniLM-L6-v2) lives: `$LORAXS_MODEL_DIR`,
+/// else `models/all-MiniLM-L6-v2` in the fetch cache (`$LORAXS_CACHE_DIR`,
+/// else `datasets/cache` of this workspace), where
+/// `cargo xtask fetch model minilm` puts it.
+pub fn default_model_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os(MODEL_DIR_ENV) {
+        return dir.into();
+    }
+    let cache = std::env::var_os("LORAXS_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/cache"));
+    cache.join("models/all-MiniLM-L6-v2")
+}

@@ -12,7 +12,11 @@ pub fn inject_with_bar<B: Backend, H: AdapterHost<B>>(
     config: &AdapterConfig,
     quiet: bool,
 ) -> loraxs::Result<(H, InjectionReport)> {
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
             .expect("static template")

@@ -99,7 +99,7 @@ fn bad_weights_list_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
     std::fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
-    let err = load(&path).err().expect("must fail");
+    let err = load(&path).expect_err("must fail");
     let ModelError::Tensors { problems, .. } = &err else {
         panic!("{err}")
     };

@@ -1,8 +1,6 @@
 //! Finding the real model for the tests that need it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use loraxs_models::{MODEL_DIR_ENV, ModelDir};
 
 /// The all-MiniLM-L6-v2 folder: `$LORAXS_MODEL_DIR`, else the fetch cache.
@@ -10,15 +8,7 @@ use loraxs_models::{MODEL_DIR_ENV, ModelDir};
 /// Absent, the test is skipped with a loud message — except under CI
 /// (`CI` set), where `.ci/run` fetches the model, so absence is a failure.
 pub fn minilm() -> Option<ModelDir> {
-    let dir = std::env::var_os(MODEL_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let cache = std::env::var_os("LORAXS_CACHE_DIR")
-                .map(PathBuf::from)
-                .unwrap_or(root.join("datasets/cache"));
-            cache.join("models/all-MiniLM-L6-v2")
-        });
+    let dir = loraxs_models::default_model_dir();
     match ModelDir::new(&dir) {
         Ok(dir) => Some(dir),
         Err(e) if std::env::var_os("CI").is_some() => {
