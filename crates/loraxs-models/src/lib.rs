@@ -33,7 +33,7 @@ pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput
 pub use error::{ModelError, Result};
 pub use model_dir::ModelDir;
 pub use progress::inject_with_bar;
-pub use tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch};
+pub use tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch, TokenSequence};
 pub use weights::{LoadReport, Weights};
 
 /// The environment variable naming a model folder for tests and tools.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenizers::{EncodeInput, PaddingParams, Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{EncodeInput, Tokenizer, TruncationParams, TruncationStrategy};
 
 use crate::{ModelError, Result};
 
@@ -32,6 +32,44 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     max_length: usize,
+    pad_id: u32,
+}
+
+/// One tokenised sequence, unpadded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSequence {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Segment ids.
+    pub type_ids: Vec<u32>,
+}
+
+impl TokenBatch {
+    /// Pads `sequences` to the longest with `pad_id` (segment 0, mask 0).
+    pub fn pad(sequences: &[&TokenSequence], pad_id: u32) -> Self {
+        let seq_len = sequences.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+        let n = sequences.len();
+        let mut batch = TokenBatch {
+            batch: n,
+            seq_len,
+            input_ids: Vec::with_capacity(n * seq_len),
+            token_type_ids: Vec::with_capacity(n * seq_len),
+            attention_mask: Vec::with_capacity(n * seq_len),
+        };
+        for s in sequences {
+            let pad = seq_len - s.ids.len();
+            batch
+                .input_ids
+                .extend(s.ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
+            batch
+                .token_type_ids
+                .extend(s.type_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            batch
+                .attention_mask
+                .extend(std::iter::repeat_n(1, s.ids.len()).chain(std::iter::repeat_n(0, pad)));
+        }
+        batch
+    }
 }
 
 impl TextTokenizer {
@@ -50,10 +88,11 @@ impl TextTokenizer {
             });
         }
         let mut inner = Tokenizer::from_file(&path).map_err(|e| bad(e.to_string()))?;
-        let pad_id = inner.get_padding().map_or(0, |p| p.pad_id);
-        let pad_token = inner
+        let pad_id = inner
             .get_padding()
-            .map_or("[PAD]".to_string(), |p| p.pad_token.clone());
+            .map(|p| p.pad_id)
+            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| inner.token_to_id(t)))
+            .ok_or_else(|| bad("no padding token ([PAD] or <pad>) in the vocabulary".into()))?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length,
@@ -61,15 +100,12 @@ impl TextTokenizer {
                 ..Default::default()
             }))
             .map_err(|e| bad(e.to_string()))?;
-        inner.with_padding(Some(PaddingParams {
-            pad_id,
-            pad_token,
-            ..Default::default()
-        }));
+        inner.with_padding(None);
         Ok(Self {
             inner,
             path,
             max_length,
+            pad_id,
         })
     }
 
@@ -78,11 +114,27 @@ impl TextTokenizer {
         self.max_length
     }
 
-    /// Tokenises single sentences or sentence pairs (`(first, second)`).
+    /// The padding token id.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Tokenises single sentences or sentence pairs (`(first, second)`),
+    /// padded to the longest.
     pub fn encode(&self, texts: &[(&str, Option<&str>)]) -> Result<TokenBatch> {
         if texts.is_empty() {
             return Err(ModelError::Input("cannot tokenise an empty batch".into()));
         }
+        let sequences = self.encode_each(texts)?;
+        Ok(TokenBatch::pad(
+            &sequences.iter().collect::<Vec<_>>(),
+            self.pad_id,
+        ))
+    }
+
+    /// Tokenises each text on its own, unpadded (for datasets tokenised
+    /// once and batched many times).
+    pub fn encode_each(&self, texts: &[(&str, Option<&str>)]) -> Result<Vec<TokenSequence>> {
         let inputs: Vec<EncodeInput> = texts
             .iter()
             .map(|&(a, b)| match b {
@@ -97,19 +149,12 @@ impl TextTokenizer {
                 path: self.path.clone(),
                 reason: e.to_string(),
             })?;
-        let seq_len = encodings[0].get_ids().len();
-        let mut batch = TokenBatch {
-            batch: encodings.len(),
-            seq_len,
-            input_ids: Vec::with_capacity(encodings.len() * seq_len),
-            token_type_ids: Vec::with_capacity(encodings.len() * seq_len),
-            attention_mask: Vec::with_capacity(encodings.len() * seq_len),
-        };
-        for e in &encodings {
-            batch.input_ids.extend_from_slice(e.get_ids());
-            batch.token_type_ids.extend_from_slice(e.get_type_ids());
-            batch.attention_mask.extend_from_slice(e.get_attention_mask());
-        }
-        Ok(batch)
+        Ok(encodings
+            .iter()
+            .map(|e| TokenSequence {
+                ids: e.get_ids().to_vec(),
+                type_ids: e.get_type_ids().to_vec(),
+            })
+            .collect())
     }
 }

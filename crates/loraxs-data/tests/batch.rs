@@ -1,0 +1,64 @@
+//! Batching: padding to the longest, deterministic shuffles, bucketing.
+
+use loraxs_data::{Label, TokenizedSet};
+use loraxs_models::TokenSequence;
+
+fn set(lengths: &[usize]) -> TokenizedSet {
+    TokenizedSet {
+        sequences: lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| TokenSequence {
+                ids: vec![100 + i as u32; n],
+                type_ids: vec![0; n],
+            })
+            .collect(),
+        labels: (0..lengths.len()).map(|i| Label::Class(i % 2)).collect(),
+        pad_id: 0,
+    }
+}
+
+#[test]
+fn batches_pad_to_their_longest_member() {
+    let s = set(&[3, 5, 2]);
+    let b = s.batch(&[0, 2]);
+    assert_eq!((b.tokens.batch, b.tokens.seq_len), (2, 3));
+    assert_eq!(b.tokens.input_ids, vec![100, 100, 100, 102, 102, 0]);
+    assert_eq!(b.tokens.attention_mask, vec![1, 1, 1, 1, 1, 0]);
+    assert_eq!(b.labels, vec![Label::Class(0), Label::Class(0)]);
+}
+
+#[test]
+fn epochs_cover_every_example_once_and_shuffle_by_seed() {
+    let s = set(&(1..=103).map(|i| i % 17 + 1).collect::<Vec<_>>());
+    for bucket in [false, true] {
+        let epoch = s.epoch(8, Some(7), bucket);
+        let mut seen: Vec<usize> = epoch.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..103).collect::<Vec<_>>());
+        assert_eq!(epoch, s.epoch(8, Some(7), bucket), "same seed, same order");
+        assert_ne!(epoch, s.epoch(8, Some(8), bucket), "another seed, another order");
+    }
+    assert_eq!(s.epoch(10, None, false)[0], (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn bucketing_reduces_padding() {
+    let s = set(&(0..400).map(|i| (i * 37) % 120 + 1).collect::<Vec<_>>());
+    let padded = |bucket| -> usize {
+        s.epoch(16, Some(1), bucket)
+            .iter()
+            .map(|b| {
+                let t = s.batch(b).tokens;
+                t.batch * t.seq_len
+            })
+            .sum()
+    };
+    let (plain, bucketed) = (padded(false), padded(true));
+    let real: usize = s.sequences.iter().map(|q| q.ids.len()).sum();
+    assert!(bucketed * 10 < plain * 6, "bucketed {bucketed} vs plain {plain}");
+    assert!(
+        bucketed * 10 < real * 11,
+        "bucketed {bucketed} vs {real} real tokens"
+    );
+}
