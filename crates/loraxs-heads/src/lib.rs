@@ -20,7 +20,9 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use loraxs::{AdapterError, AdapterFile, ParamCount, StoredTensor, tensor_values, torch_weight, trainable};
+use loraxs::{
+    AdapterError, AdapterFile, ParamCount, StoredTensor, tensor_values, torch_weight, trainable_named,
+};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +69,7 @@ impl HeadConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Head<B> {
         assert!(self.num_labels >= 1, "num_labels must be at least 1");
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
-        let mut linear = |d_out: usize, d_in: usize| {
+        let mut linear = |d_out: usize, d_in: usize, name: &str| {
             // Box–Muller draws of N(0, 0.02²), as Hugging Face initialises heads.
             let weight: Vec<f32> = (0..d_out * d_in)
                 .map(|_| {
@@ -76,11 +78,11 @@ impl HeadConfig {
                 })
                 .collect();
             let l = loraxs::linear_from_torch::<B>(weight, d_out, d_in, Some(vec![0.0; d_out]), device);
-            loraxs::set_linear_trainable(l, true)
+            loraxs::linear_trainable_named(l, name)
         };
         let h = self.hidden_size;
-        let dense = (self.style == HeadStyle::Roberta).then(|| linear(h, h));
-        let out_proj = linear(self.num_labels, h);
+        let dense = (self.style == HeadStyle::Roberta).then(|| linear(h, h, "head.dense"));
+        let out_proj = linear(self.num_labels, h, "head.out_proj");
         Head {
             dense,
             out_proj,
@@ -193,8 +195,8 @@ impl<B: Backend> Head<B> {
                 .transpose();
             let bias = Tensor::<B, 1>::from_data(TensorData::new(b.values.clone(), [d_out]), &device);
             Ok(Linear {
-                weight: trainable(weight),
-                bias: Some(trainable(bias)),
+                weight: trainable_named(weight, &format!("head.{name}.weight")),
+                bias: Some(trainable_named(bias, &format!("head.{name}.bias"))),
             })
         };
         if let Some(dense) = self.dense.take() {

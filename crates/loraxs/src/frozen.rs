@@ -20,6 +20,32 @@ pub fn trainable<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Param<Tens
     Param::initialized(ParamId::new(), tensor.detach().require_grad())
 }
 
+/// A trainable parameter whose id is derived from `key` (e.g.
+/// `encoder.layer.0.attention.self.query.lora_xs.R`) instead of drawn at
+/// random: optimiser state and checkpoints are keyed by parameter id, so
+/// stable ids let a restarted run pick its optimiser state up again.
+pub fn trainable_named<B: Backend, const D: usize>(tensor: Tensor<B, D>, key: &str) -> Param<Tensor<B, D>> {
+    Param::initialized(ParamId::from(stable_id(key)), tensor.detach().require_grad())
+}
+
+/// FNV-1a of `key`: stable across runs, machines and Rust versions.
+pub fn stable_id(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A whole linear layer made trainable with ids from `name`
+/// (`name.weight`, `name.bias`).
+pub fn linear_trainable_named<B: Backend>(linear: Linear<B>, name: &str) -> Linear<B> {
+    Linear {
+        weight: trainable_named(linear.weight.val(), &format!("{name}.weight")),
+        bias: linear
+            .bias
+            .map(|b| trainable_named(b.val(), &format!("{name}.bias"))),
+    }
+}
+
 /// Re-flags an existing parameter, keeping its id (optimiser state is keyed
 /// by id).
 pub(crate) fn set_trainable<B: Backend, const D: usize>(

@@ -5,7 +5,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use loraxs_svd::SvdMethod;
 
-use crate::frozen::set_linear_trainable;
+use crate::frozen::{linear_trainable_named, set_linear_trainable};
 use crate::vera::VeraProjections;
 use crate::{
     AdaptedLinear, AdapterConfig, AdapterError, LoraLinear, LoraXsLinear, Method, ParamCount, Result,
@@ -181,9 +181,9 @@ pub fn inject_with_progress<B: Backend, H: AdapterHost<B>>(
             Method::Lora => LoraLinear::from_linear(linear.clone(), config, name).map(AdaptedLinear::Lora),
             Method::Vera => {
                 let projections = projections.as_ref().expect("drawn above for VeRA");
-                VeraLinear::from_linear(linear.clone(), config, projections).map(AdaptedLinear::Vera)
+                VeraLinear::from_linear(linear.clone(), config, projections, name).map(AdaptedLinear::Vera)
             }
-            Method::Full => Ok(AdaptedLinear::Plain(set_linear_trainable(linear.clone(), true))),
+            Method::Full => Ok(AdaptedLinear::Plain(linear_trainable_named(linear.clone(), name))),
         };
         modules.push(report);
         match adapted {

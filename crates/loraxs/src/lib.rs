@@ -69,7 +69,8 @@ pub use file::{
     AdapterFile, FORMAT, FORMAT_VERSION, HEAD_PREFIX, LORA_XS_R, SaveOptions, StoredTensor, fingerprint,
 };
 pub use frozen::{
-    frozen, linear_dims, linear_from_torch, set_linear_trainable, tensor_values, torch_weight, trainable,
+    frozen, linear_dims, linear_from_torch, linear_trainable_named, set_linear_trainable, stable_id,
+    tensor_values, torch_weight, trainable, trainable_named,
 };
 pub use inject::{
     AdapterHost, InjectProgress, InjectionReport, ModuleReport, inject, inject_with_progress, linear_layers,

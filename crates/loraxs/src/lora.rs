@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 
-use crate::frozen::{linear_dims, tensor2, trainable};
+use crate::frozen::{linear_dims, tensor2, trainable_named};
 use crate::init::{Stream, kaiming_uniform, rng};
 use crate::xs::transpose;
 use crate::{AdapterConfig, AdapterError, Result};
@@ -45,8 +45,11 @@ impl<B: Backend> LoraLinear<B> {
         let a = kaiming_uniform(&mut rng(config.seed, module, Stream::LoraA), rank * d_in, d_in);
         Ok(Self {
             base,
-            a: trainable(tensor2(transpose(&a, rank, d_in), [d_in, rank], &device)),
-            b: trainable(Tensor::zeros([rank, d_out], &device)),
+            a: trainable_named(
+                tensor2(transpose(&a, rank, d_in), [d_in, rank], &device),
+                &format!("{module}.lora.A"),
+            ),
+            b: trainable_named(Tensor::zeros([rank, d_out], &device), &format!("{module}.lora.B")),
             dropout: DropoutConfig::new(config.dropout).init(),
             scale: config.scale(),
             merged: false,

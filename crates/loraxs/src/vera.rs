@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 
-use crate::frozen::{frozen, linear_dims, tensor2, trainable};
+use crate::frozen::{frozen, linear_dims, tensor2, trainable_named};
 use crate::init::{Stream, kaiming_uniform, rng};
 use crate::xs::transpose;
 use crate::{AdapterConfig, Result};
@@ -83,11 +83,13 @@ impl VeraProjections {
 }
 
 impl<B: Backend> VeraLinear<B> {
-    /// Wraps a frozen `base` layer with the shared `projections`.
+    /// Wraps a frozen `base` layer called `module` with the shared
+    /// `projections`.
     pub fn from_linear(
         base: Linear<B>,
         config: &AdapterConfig,
         projections: &VeraProjections,
+        module: &str,
     ) -> Result<Self> {
         let (d_in, d_out) = linear_dims(&base);
         let rank = config.rank;
@@ -97,8 +99,14 @@ impl<B: Backend> VeraLinear<B> {
             base,
             a: frozen(tensor2(a_t, [d_in, rank], &device)),
             b: frozen(tensor2(b_t, [rank, d_out], &device)),
-            lambda_d: trainable(Tensor::full([rank], 0.1, &device)),
-            lambda_b: trainable(Tensor::zeros([d_out], &device)),
+            lambda_d: trainable_named(
+                Tensor::full([rank], 0.1, &device),
+                &format!("{module}.vera.lambda_d"),
+            ),
+            lambda_b: trainable_named(
+                Tensor::zeros([d_out], &device),
+                &format!("{module}.vera.lambda_b"),
+            ),
             dropout: DropoutConfig::new(config.dropout).init(),
             merged: false,
         })

@@ -5,7 +5,7 @@ use burn::nn::Linear;
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 use loraxs_svd::{SvdMethod, faer::MatRef, truncated_svd};
 
-use crate::frozen::{frozen, linear_dims, tensor_values, tensor2, trainable};
+use crate::frozen::{frozen, linear_dims, tensor_values, tensor2, trainable_named};
 use crate::init::{Stream, kaiming_uniform, normal, rng};
 use crate::{AdapterConfig, AdapterError, Factors, RInit, Result};
 
@@ -94,7 +94,7 @@ impl<B: Backend> LoraXsLinear<B> {
             base,
             a: frozen(tensor2(a_t, [d_in, rank], &device)),
             b: frozen(tensor2(b_t, [rank, d_out], &device)),
-            r: trainable(tensor2(r, [rank, rank], &device)),
+            r: trainable_named(tensor2(r, [rank, rank], &device), &format!("{module}.lora_xs.R")),
             scale: config.scale(),
             merged: false,
         };

@@ -230,7 +230,7 @@ fn vera_matches_hand_computation() {
     let config = AdapterConfig::vera(rank);
     let projections = VeraProjections::new(&config, 16, 16);
     let base = linear_from_torch::<B>(w.clone(), OUT, IN, Some(b.clone()), &device);
-    let mut layer = VeraLinear::from_linear(base, &config, &projections).unwrap();
+    let mut layer = VeraLinear::from_linear(base, &config, &projections, "m").unwrap();
     assert!(
         tensor_values(layer.lambda_d.val())
             .iter()

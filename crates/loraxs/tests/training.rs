@@ -310,3 +310,34 @@ fn injection_errors_are_clear() {
         "module `encoder.layer.0.attention.self.query` already has a lora-xs adapter"
     );
 }
+
+#[test]
+fn trainable_ids_are_stable_across_injections() {
+    let device = Default::default();
+    let ids = |config: &AdapterConfig| {
+        let (model, _) = inject(Toy::<B>::new(1, &device), config).unwrap();
+        let mut ids = Vec::new();
+        model.visit_linears(&mut |name, layer| match layer {
+            AdaptedLinear::LoraXs(l) => ids.push(l.r.id),
+            AdaptedLinear::Lora(l) => ids.extend([l.a.id, l.b.id]),
+            AdaptedLinear::Vera(l) => ids.extend([l.lambda_d.id, l.lambda_b.id]),
+            AdaptedLinear::Plain(l) if config.method == Method::Full && config.targets.matches(name) => {
+                ids.push(l.weight.id)
+            }
+            AdaptedLinear::Plain(_) => {}
+        });
+        ids
+    };
+    for config in [
+        AdapterConfig::lora_xs(2),
+        AdapterConfig::lora(2),
+        AdapterConfig::vera(2),
+        AdapterConfig::full(),
+    ] {
+        let first = ids(&config);
+        assert!(!first.is_empty());
+        assert_eq!(first, ids(&config), "{:?}", config.method);
+        let unique: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(unique.len(), first.len(), "ids are distinct");
+    }
+}
