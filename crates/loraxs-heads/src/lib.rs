@@ -191,8 +191,8 @@ impl<B: Backend> Head<B> {
             let device = l.weight.device();
             let w = get(&format!("head.{name}.weight"), vec![d_out, d_in])?;
             let b = get(&format!("head.{name}.bias"), vec![d_out])?;
-            let weight = Tensor::<B, 2>::from_data(TensorData::new(w.values.clone(), [d_out, d_in]), &device)
-                .transpose();
+            let weight = loraxs::transpose(&w.values, d_out, d_in);
+            let weight = Tensor::<B, 2>::from_data(TensorData::new(weight, [d_in, d_out]), &device);
             let bias = Tensor::<B, 1>::from_data(TensorData::new(b.values.clone(), [d_out]), &device);
             Ok(Linear {
                 weight: trainable_named(weight, &format!("head.{name}.weight")),
@@ -204,5 +204,28 @@ impl<B: Backend> Head<B> {
         }
         self.out_proj = load("out_proj", self.out_proj)?;
         Ok(self)
+    }
+}
+
+/// An encoder and a task head, trained together (the adapter inside the
+/// encoder, the head on top).
+#[derive(Module, Debug)]
+pub struct SequenceClassifier<B: Backend> {
+    /// The (adapted) encoder.
+    pub encoder: loraxs_models::Encoder<B>,
+    /// The task head.
+    pub head: Head<B>,
+}
+
+impl<B: Backend> SequenceClassifier<B> {
+    /// Logits (`[batch, num_labels]`).
+    pub fn forward(&self, input: loraxs_models::EncoderInput<B>) -> Tensor<B, 2> {
+        let out = self.encoder.forward(input);
+        self.head.forward(out.hidden, out.pooled)
+    }
+
+    /// Parameters by group: adapter (per `config`), head, frozen.
+    pub fn param_count(&self, config: Option<&loraxs::AdapterConfig>) -> ParamCount {
+        loraxs::param_count(&self.encoder, config) + self.head.param_count()
     }
 }

@@ -471,13 +471,15 @@ fn set_values<B: Backend, const D: usize>(
         let dims = old.shape().dims::<D>();
         let require_grad = old.is_require_grad();
         let device = old.device();
-        let tensor = if transposed {
-            let mut flipped = dims;
-            flipped.swap(0, D - 1);
-            Tensor::<B, D>::from_data(TensorData::new(values.to_vec(), flipped), &device).swap_dims(0, D - 1)
+        // Transposed on the host: the tensor stays contiguous, exactly like
+        // the one that was saved (layout changes matmul rounding).
+        let values = if transposed {
+            assert_eq!(D, 2, "only matrices are stored transposed");
+            crate::frozen::transpose(values, dims[1], dims[0])
         } else {
-            Tensor::from_data(TensorData::new(values.to_vec(), dims), &device)
+            values.to_vec()
         };
+        let tensor = Tensor::from_data(TensorData::new(values, dims), &device);
         tensor.set_require_grad(require_grad)
     })
 }

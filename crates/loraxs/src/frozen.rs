@@ -79,7 +79,10 @@ pub fn linear_from_torch<B: Backend>(
     device: &B::Device,
 ) -> Linear<B> {
     assert_eq!(weight.len(), d_out * d_in, "weight must hold out × in values");
-    let w = tensor2(weight, [d_out, d_in], device).transpose();
+    // Transposed on the host so the tensor is contiguous in burn's layout: a
+    // strided view would send every matmul down another kernel path (and
+    // a reloaded copy would then round differently from the original).
+    let w = tensor2(transpose(&weight, d_out, d_in), [d_in, d_out], device);
     Linear {
         weight: frozen(w),
         bias: bias.map(|b| {
@@ -111,4 +114,16 @@ pub fn tensor_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f3
         .convert::<f32>()
         .into_vec::<f32>()
         .expect("a float tensor converted to f32 holds f32 values")
+}
+
+/// Transposes a row-major `rows × cols` buffer.
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(values.len(), rows * cols, "buffer must hold rows × cols values");
+    let mut out = vec![0.0; values.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = values[i * cols + j];
+        }
+    }
+    out
 }

@@ -70,7 +70,7 @@ pub use file::{
 };
 pub use frozen::{
     frozen, linear_dims, linear_from_torch, linear_trainable_named, set_linear_trainable, stable_id,
-    tensor_values, torch_weight, trainable, trainable_named,
+    tensor_values, torch_weight, trainable, trainable_named, transpose,
 };
 pub use inject::{
     AdapterHost, InjectProgress, InjectionReport, ModuleReport, inject, inject_with_progress, linear_layers,

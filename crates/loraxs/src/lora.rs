@@ -4,9 +4,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 
-use crate::frozen::{linear_dims, tensor2, trainable_named};
+use crate::frozen::{linear_dims, tensor2, trainable_named, transpose};
 use crate::init::{Stream, kaiming_uniform, rng};
-use crate::xs::transpose;
 use crate::{AdapterConfig, AdapterError, Result};
 
 /// A linear layer with a LoRA adapter: `y = W x + b + s · B A dropout(x)`.

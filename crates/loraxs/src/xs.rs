@@ -5,7 +5,7 @@ use burn::nn::Linear;
 use burn::tensor::{Tensor, backend::Backend, module::linear};
 use loraxs_svd::{SvdMethod, faer::MatRef, truncated_svd};
 
-use crate::frozen::{frozen, linear_dims, tensor_values, tensor2, trainable_named};
+use crate::frozen::{frozen, linear_dims, tensor_values, tensor2, trainable_named, transpose};
 use crate::init::{Stream, kaiming_uniform, normal, rng};
 use crate::{AdapterConfig, AdapterError, Factors, RInit, Result};
 
@@ -176,15 +176,4 @@ fn svd_factors<B: Backend>(
         svd_method: Some(svd.method()),
     };
     Ok((a_t, b_t, report))
-}
-
-/// Transposes a row-major `rows × cols` buffer.
-pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            out[j * rows + i] = values[i * cols + j];
-        }
-    }
-    out
 }

@@ -1,0 +1,29 @@
+//! The training and evaluation harness: fine-tune an adapter and a task
+//! head on a GLUE task with AdamW (separate adapter and head learning
+//! rates), a linear schedule with warm-up, dev evaluation and a checkpoint
+//! after every epoch, exact resume, and one JSON record per finished run.
+//!
+//! ```
+//! use loraxs::AdapterConfig;
+//! use loraxs_data::GlueTask;
+//! use loraxs_train::{LinearSchedule, RunConfig};
+//!
+//! let run = RunConfig::new(GlueTask::Rte, AdapterConfig::lora_xs(16), 1e-3, 1e-3, 3);
+//! assert_eq!(run.warmup_ratio, 0.0); // as in the paper's RTE script
+//! assert!(run.key().starts_with("rte-lora-xs-r16-s0"));
+//!
+//! let schedule = LinearSchedule::new(1e-3, 0.5, 10);
+//! assert_eq!(schedule.at(5), 1e-3);
+//! ```
+
+mod config;
+mod error;
+mod record;
+mod schedule;
+mod trainer;
+
+pub use config::RunConfig;
+pub use error::TrainError;
+pub use record::{EpochRecord, Metrics, RunRecord, append_record, read_records};
+pub use schedule::LinearSchedule;
+pub use trainer::{TrainOptions, evaluate, train};

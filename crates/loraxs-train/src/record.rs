@@ -1,0 +1,83 @@
+//! Result records: one JSON line per finished run.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::RunConfig;
+
+/// Metrics of one evaluation (metric name → value; MNLI's mismatched dev
+/// set is reported with a `_mm` suffix).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// One epoch's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Dev metrics after the epoch.
+    pub metrics: Metrics,
+}
+
+/// A finished run, as written to the results file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// [`RunConfig::key`].
+    pub key: String,
+    /// The full configuration.
+    pub config: RunConfig,
+    /// Per-epoch outcomes.
+    pub epochs: Vec<EpochRecord>,
+    /// The best epoch by the task's headline metric.
+    pub best: EpochRecord,
+    /// The headline metric's name.
+    pub metric: String,
+    /// Trainable adapter values.
+    pub trainable_adapter: usize,
+    /// Trainable head values.
+    pub trainable_head: usize,
+    /// Training examples per epoch.
+    pub train_examples: usize,
+    /// Wall time of the run, seconds (training and evaluation).
+    pub wall_seconds: f64,
+    /// Training throughput, examples per second.
+    pub examples_per_second: f64,
+    /// Backend name.
+    pub backend: String,
+    /// Model name or folder.
+    pub model: String,
+    /// Git commit of the code that ran (or `unknown`).
+    pub git_commit: String,
+}
+
+/// Appends `record` as one JSON line to `path` (created if needed).
+pub fn append_record(path: &Path, record: &RunRecord) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(
+        file,
+        "{}",
+        serde_json::to_string(record).expect("records serialise")
+    )
+}
+
+/// Every record of a results file; a line that does not parse is an error
+/// naming the line.
+pub fn read_records(path: &Path) -> Result<Vec<RunRecord>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
+        .collect()
+}

@@ -1,0 +1,492 @@
+//! The training loop: AdamW with separate adapter and head learning rates,
+//! linear schedule with warm-up, evaluation after each epoch, a checkpoint
+//! after each epoch, and exact resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use loraxs::{AdapterFile, SaveOptions, tensor_values};
+use loraxs_data::{GlueTask, Label, Metric, Split, TokenizedSet, read_split};
+use loraxs_heads::{HeadConfig, SequenceClassifier};
+use loraxs_models::ModelDir;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{EpochRecord, Metrics, RunRecord};
+use crate::{LinearSchedule, RunConfig, TrainError};
+
+/// How a run is carried out (nothing here changes its result).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Where to keep per-epoch checkpoints (`None`: no checkpoints).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from the last checkpoint in `checkpoint_dir` if there is one.
+    pub resume: bool,
+    /// No progress bars.
+    pub quiet: bool,
+    /// Backend name for the record.
+    pub backend: String,
+    /// Model name for the record.
+    pub model: String,
+    /// Git commit for the record.
+    pub git_commit: String,
+    /// Stop after this many epochs of this invocation (to test resume).
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// Progress saved with each checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    key: String,
+    epochs_done: usize,
+    history: Vec<EpochRecord>,
+    train_seconds: f64,
+    wall_seconds: f64,
+    examples_seen: usize,
+}
+
+const ADAPTER_FILE: &str = "adapter.safetensors";
+const STATE_FILE: &str = "state.json";
+
+/// Collects the ids of a module's float parameters.
+struct Ids(Vec<ParamId>);
+
+impl<B: Backend> ModuleVisitor<B> for Ids {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.push(param.id);
+    }
+}
+
+/// Trains and evaluates one run on backend `B`. Returns `Ok(None)` when
+/// `stop_after_epochs` stopped it early (a checkpoint is on disk).
+pub fn train<B: AutodiffBackend>(
+    config: &RunConfig,
+    model_dir: &ModelDir,
+    data_dir: &Path,
+    device: &B::Device,
+    options: &TrainOptions,
+) -> Result<Option<RunRecord>, TrainError> {
+    let wall = Instant::now();
+    let task = config.task;
+    let tokenizer = model_dir.tokenizer(config.max_length)?;
+
+    // Data: a seeded subset of train, the dev split(s).
+    let mut train_examples = read_split(task, data_dir, Split::Train)?;
+    if let Some(n) = config.train_subset.filter(|&n| n < train_examples.len()) {
+        let order = subset_order(train_examples.len(), config.seed);
+        let mut picked: Vec<usize> = order.into_iter().take(n).collect();
+        picked.sort_unstable();
+        train_examples = picked.into_iter().map(|i| train_examples[i].clone()).collect();
+    }
+    let train_set = TokenizedSet::new(&train_examples, &tokenizer)?;
+    let mut dev_sets = Vec::new();
+    for &split in task.dev_splits() {
+        let mut dev = read_split(task, data_dir, split)?;
+        if let Some(n) = config.eval_subset {
+            dev.truncate(n);
+        }
+        dev_sets.push((split, TokenizedSet::new(&dev, &tokenizer)?));
+    }
+
+    // Model: adapted encoder and head, from scratch or from the checkpoint.
+    let checkpoint = options.checkpoint_dir.as_ref().map(|d| d.join(config.key()));
+    let resume_state = match (&checkpoint, options.resume) {
+        (Some(dir), true) if dir.join(STATE_FILE).is_file() => Some(read_state(dir)?),
+        _ => None,
+    };
+    let (encoder, _) = model_dir.encoder::<B>(device)?;
+    let mut head_config = HeadConfig::new(config.head, encoder.hidden_size(), task.num_labels());
+    head_config.seed = config.seed;
+    let head = head_config.init::<B>(device);
+    let (mut model, mut adapter_optim, mut head_optim, state) = match resume_state {
+        Some(state) => {
+            let dir = checkpoint.as_ref().expect("resume needs a checkpoint folder");
+            let path = dir.join(ADAPTER_FILE);
+            let file = AdapterFile::load(&path)?;
+            let (encoder, _) = file.apply(encoder, &path)?;
+            let head = head.load(&file).map_err(|reason| TrainError::Checkpoint {
+                path: path.clone(),
+                reason,
+            })?;
+            let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+            let load = |name: &str| {
+                recorder
+                    .load(dir.join(name), device)
+                    .map_err(|e| TrainError::Checkpoint {
+                        path: dir.join(name),
+                        reason: e.to_string(),
+                    })
+            };
+            let adapter_optim = optimizer::<B>(config).load_record(load("optim-adapter")?);
+            let head_optim = optimizer::<B>(config).load_record(load("optim-head")?);
+            (
+                SequenceClassifier { encoder, head },
+                adapter_optim,
+                head_optim,
+                state,
+            )
+        }
+        None => {
+            let (encoder, _) = loraxs_models::inject_with_bar(encoder, &config.adapter, options.quiet)?;
+            let state = CheckpointState {
+                key: config.key(),
+                epochs_done: 0,
+                history: Vec::new(),
+                train_seconds: 0.0,
+                wall_seconds: 0.0,
+                examples_seen: 0,
+            };
+            (
+                SequenceClassifier { encoder, head },
+                optimizer::<B>(config),
+                optimizer::<B>(config),
+                state,
+            )
+        }
+    };
+    let mut state = state;
+    if state.key != config.key() {
+        return Err(TrainError::Checkpoint {
+            path: checkpoint.unwrap_or_default(),
+            reason: format!(
+                "checkpoint belongs to run `{}`, not `{}`",
+                state.key,
+                config.key()
+            ),
+        });
+    }
+    let mut head_ids = Ids(Vec::new());
+    model.head.visit(&mut head_ids);
+    let counts = model.param_count(Some(&config.adapter));
+
+    let full_batches = train_set.len().div_ceil(config.batch_size);
+    let steps_per_epoch = config
+        .max_steps_per_epoch
+        .map_or(full_batches, |m| m.min(full_batches));
+    let total_steps = steps_per_epoch * config.epochs;
+    let adapter_schedule = LinearSchedule::new(config.lr, config.warmup_ratio, total_steps);
+    let head_schedule = LinearSchedule::new(config.head_lr, config.warmup_ratio, total_steps);
+    let wall_before = state.wall_seconds;
+    let mut epochs_this_call = 0;
+
+    for epoch in state.epochs_done..config.epochs {
+        if options.stop_after_epochs.is_some_and(|n| epochs_this_call >= n) {
+            return Ok(None);
+        }
+        // Reseeding per epoch makes an epoch's dropout masks depend only on
+        // (seed, epoch): a resumed run replays exactly what an
+        // uninterrupted one would have done.
+        B::seed(
+            device,
+            config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),
+        );
+        let batches = train_set.epoch(
+            config.batch_size,
+            Some(config.seed.wrapping_add(epoch as u64 * 7919)),
+            true,
+        );
+        let bar = progress(
+            options.quiet,
+            steps_per_epoch,
+            &format!(
+                "{} {} epoch {}",
+                task.name(),
+                config.adapter.method.name(),
+                epoch + 1
+            ),
+        );
+        let started = Instant::now();
+        let mut loss_sum = 0.0;
+        let mut examples = 0;
+        for (i, indices) in batches.iter().take(steps_per_epoch).enumerate() {
+            let step = epoch * steps_per_epoch + i;
+            let (lr, head_lr) = (adapter_schedule.at(step), head_schedule.at(step));
+            let batch = train_set.batch(indices);
+            let input = model.encoder.input(&batch.tokens, device)?;
+            let logits = model.forward(input);
+            let loss = loss::<B>(&model, logits, &batch.labels, task, device);
+            let value = tensor_values(loss.clone())[0] as f64;
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    lr,
+                    head_lr,
+                    loss: value,
+                });
+            }
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut head_grads = GradientsParams::new();
+            for &id in &head_ids.0 {
+                if let Some(g) = grads.remove::<B::InnerBackend, 2>(id) {
+                    head_grads.register(id, g);
+                }
+            }
+            model = adapter_optim.step(lr, model, grads);
+            model = head_optim.step(head_lr, model, head_grads);
+            loss_sum += value * indices.len() as f64;
+            examples += indices.len();
+            bar.set_message(format!(
+                "loss {:.4} lr {lr:.2e} {:.1} ex/s",
+                loss_sum / examples as f64,
+                examples as f64 / started.elapsed().as_secs_f64()
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        state.train_seconds += started.elapsed().as_secs_f64();
+        state.examples_seen += examples;
+
+        let valid = model.valid();
+        let mut metrics = Metrics::new();
+        for (split, set) in &dev_sets {
+            let suffix = if *split == Split::DevMismatched { "_mm" } else { "" };
+            for (name, value) in evaluate(&valid, set, task, device)? {
+                metrics.insert(format!("{name}{suffix}"), value);
+            }
+        }
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / examples.max(1) as f64,
+            metrics,
+        };
+        if !options.quiet {
+            eprintln!(
+                "{} {} r={} epoch {}: {:?}",
+                task.name(),
+                config.adapter.method.name(),
+                config.adapter.rank,
+                epoch + 1,
+                record.metrics
+            );
+        }
+        state.history.push(record);
+        state.epochs_done = epoch + 1;
+        state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
+        if let Some(dir) = &checkpoint {
+            save_checkpoint(dir, config, &model, &adapter_optim, &head_optim, &state)?;
+        }
+        epochs_this_call += 1;
+    }
+
+    let headline = task.metrics()[0].name();
+    let best = state
+        .history
+        .iter()
+        .max_by(|a, b| a.metrics[headline].total_cmp(&b.metrics[headline]))
+        .cloned()
+        .ok_or_else(|| TrainError::Checkpoint {
+            path: PathBuf::new(),
+            reason: "no epoch ran".into(),
+        })?;
+    Ok(Some(RunRecord {
+        key: config.key(),
+        config: config.clone(),
+        epochs: state.history.clone(),
+        best,
+        metric: headline.to_string(),
+        trainable_adapter: counts.adapter,
+        trainable_head: counts.head,
+        train_examples: train_set.len(),
+        wall_seconds: wall_before + wall.elapsed().as_secs_f64(),
+        examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
+        backend: options.backend.clone(),
+        model: options.model.clone(),
+        git_commit: options.git_commit.clone(),
+    }))
+}
+
+type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SequenceClassifier<B>, B>;
+
+/// AdamW as Hugging Face's Trainer uses it (β = 0.9, 0.999; ε = 1e-8).
+fn optimizer<B: AutodiffBackend>(config: &RunConfig) -> Optim<B> {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init::<B, SequenceClassifier<B>>()
+}
+
+fn loss<B: AutodiffBackend>(
+    model: &SequenceClassifier<B>,
+    logits: Tensor<B, 2>,
+    labels: &[Label],
+    task: GlueTask,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let n = labels.len();
+    if task.is_regression() {
+        let targets: Vec<f32> = labels
+            .iter()
+            .map(|l| match l {
+                Label::Score(s) => *s,
+                Label::Class(c) => *c as f32,
+            })
+            .collect();
+        model.head.loss(
+            logits,
+            None,
+            Some(Tensor::from_data(TensorData::new(targets, [n]), device)),
+        )
+    } else {
+        let classes: Vec<i64> = labels
+            .iter()
+            .map(|l| match l {
+                Label::Class(c) => *c as i64,
+                Label::Score(s) => *s as i64,
+            })
+            .collect();
+        model.head.loss(
+            logits,
+            Some(Tensor::<B, 1, Int>::from_data(
+                TensorData::new(classes, [n]),
+                device,
+            )),
+            None,
+        )
+    }
+}
+
+/// Dev metrics of `model` on `set`.
+pub fn evaluate<B: Backend>(
+    model: &SequenceClassifier<B>,
+    set: &TokenizedSet,
+    task: GlueTask,
+    device: &B::Device,
+) -> Result<Metrics, TrainError> {
+    let mut predicted = Vec::with_capacity(set.len());
+    for indices in set.epoch(64, None, false) {
+        let batch = set.batch(&indices);
+        let logits = model.forward(model.encoder.input(&batch.tokens, device)?);
+        let [n, k] = logits.dims();
+        let values = tensor_values(logits);
+        for row in 0..n {
+            let row = &values[row * k..(row + 1) * k];
+            predicted.push(if task.is_regression() {
+                row[0] as f64
+            } else {
+                row.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i) as f64
+            });
+        }
+    }
+    let mut metrics = Metrics::new();
+    for &metric in task.metrics() {
+        let value = match metric {
+            Metric::Pearson | Metric::Spearman => {
+                let gold: Vec<f64> = set
+                    .labels
+                    .iter()
+                    .map(|l| match l {
+                        Label::Score(s) => *s as f64,
+                        Label::Class(c) => *c as f64,
+                    })
+                    .collect();
+                metric.regression(&predicted, &gold)
+            }
+            _ => {
+                let pred: Vec<usize> = predicted.iter().map(|&p| p as usize).collect();
+                let gold: Vec<usize> = set
+                    .labels
+                    .iter()
+                    .map(|l| match l {
+                        Label::Class(c) => *c,
+                        Label::Score(s) => *s as usize,
+                    })
+                    .collect();
+                metric.classification(&pred, &gold)
+            }
+        };
+        metrics.insert(metric.name().to_string(), value);
+    }
+    Ok(metrics)
+}
+
+/// A seeded permutation of `0..n` (for training subsets).
+fn subset_order(n: usize, seed: u64) -> Vec<usize> {
+    let set = TokenizedSet {
+        sequences: (0..n)
+            .map(|_| loraxs_models::TokenSequence {
+                ids: Vec::new(),
+                type_ids: Vec::new(),
+            })
+            .collect(),
+        labels: vec![Label::Class(0); n],
+        pad_id: 0,
+    };
+    set.epoch(n.max(1), Some(seed ^ 0x5eed), false)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn progress(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {elapsed} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
+fn read_state(dir: &Path) -> Result<CheckpointState, TrainError> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Checkpoint {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes adapter + head, both optimisers' state and the progress, each
+/// through a temporary file renamed into place; the state file goes last,
+/// so a run killed mid-save resumes from the previous complete checkpoint.
+fn save_checkpoint<B: AutodiffBackend>(
+    dir: &Path,
+    config: &RunConfig,
+    model: &SequenceClassifier<B>,
+    adapter_optim: &Optim<B>,
+    head_optim: &Optim<B>,
+    state: &CheckpointState,
+) -> Result<(), TrainError> {
+    let fail = |path: &Path, e: &dyn std::fmt::Display| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, &e))?;
+    let mut file = AdapterFile::from_model(&model.encoder, &config.adapter, SaveOptions::default())?;
+    model.head.store(&mut file)?;
+    file.save(dir.join(ADAPTER_FILE))?;
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    for (name, optim) in [("optim-adapter", adapter_optim), ("optim-head", head_optim)] {
+        // The recorder sets the `.bin` extension itself.
+        let tmp = dir.join(format!("{name}-partial"));
+        recorder
+            .record(optim.to_record(), tmp.clone())
+            .map_err(|e| fail(&tmp, &e))?;
+        std::fs::rename(tmp.with_extension("bin"), dir.join(format!("{name}.bin")))
+            .map_err(|e| fail(dir, &e))?;
+    }
+    let tmp = dir.join("state.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_string_pretty(state).expect("state serialises"),
+    )
+    .map_err(|e| fail(&tmp, &e))?;
+    std::fs::rename(&tmp, dir.join(STATE_FILE)).map_err(|e| fail(dir, &e))
+}
