@@ -172,9 +172,7 @@ pub fn train<B: AutodiffBackend>(
     let adapter_schedule = LinearSchedule::new(config.lr, config.warmup_ratio, total_steps);
     let head_schedule = LinearSchedule::new(config.head_lr, config.warmup_ratio, total_steps);
     let wall_before = state.wall_seconds;
-    let mut epochs_this_call = 0;
-
-    for epoch in state.epochs_done..config.epochs {
+    for (epochs_this_call, epoch) in (state.epochs_done..config.epochs).enumerate() {
         if options.stop_after_epochs.is_some_and(|n| epochs_this_call >= n) {
             return Ok(None);
         }
@@ -271,7 +269,6 @@ pub fn train<B: AutodiffBackend>(
         if let Some(dir) = &checkpoint {
             save_checkpoint(dir, config, &model, &adapter_optim, &head_optim, &state)?;
         }
-        epochs_this_call += 1;
     }
 
     let headline = task.metrics()[0].name();
