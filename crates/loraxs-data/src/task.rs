@@ -9,7 +9,7 @@ use crate::metrics::Metric;
 use crate::{DataError, Result};
 
 /// A GLUE task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GlueTask {
     /// Corpus of Linguistic Acceptability (Matthews correlation).
