@@ -164,7 +164,10 @@ pub fn fetch_glue() -> Result<PathBuf, String> {
         }
         let zip = glue.join(format!("{task}.zip"));
         download(url, &zip)?;
-        run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&zip).arg(&glue))?;
+        run(Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&zip)
+            .arg(&glue))?;
         let _ = std::fs::remove_file(&zip);
     }
     let mrpc = glue.join("MRPC");
@@ -181,7 +184,16 @@ pub fn fetch_glue() -> Result<PathBuf, String> {
 fn download(url: &str, to: &Path) -> Result<(), String> {
     println!("downloading {url} …");
     let status = Command::new("curl")
-        .args(["-fL", "--silent", "--show-error", "--connect-timeout", "10", "--retry", "2", "-o"])
+        .args([
+            "-fL",
+            "--silent",
+            "--show-error",
+            "--connect-timeout",
+            "10",
+            "--retry",
+            "2",
+            "-o",
+        ])
         .arg(to)
         .arg(url)
         .status()
@@ -203,11 +215,17 @@ fn split_mrpc(all: &Path, ids: &Path, dir: &Path) -> Result<(), String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let dev_ids: Vec<(String, String)> = read(ids)?
         .lines()
-        .filter_map(|l| l.split_once('\t').map(|(a, b)| (a.trim().to_string(), b.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once('\t')
+                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        })
         .collect();
     let text = read(all)?;
     let mut lines = text.lines();
-    let header = lines.next().ok_or_else(|| format!("{}: empty", all.display()))?.trim_start_matches('\u{feff}');
+    let header = lines
+        .next()
+        .ok_or_else(|| format!("{}: empty", all.display()))?
+        .trim_start_matches('\u{feff}');
     let (mut train, mut dev) = (format!("{header}\n"), format!("{header}\n"));
     for line in lines.filter(|l| !l.is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();

@@ -48,7 +48,7 @@ enum Cmd {
 enum ReproduceWhat {
     /// The GLUE table: `--profile quick` (default, ~45 min on 2 CPU cores),
     /// `paper` (roberta-large grid, for CUDA), `smoke` (CI).
-    Glue(reproduce::ReproduceArgs),
+    Glue(Box<reproduce::ReproduceArgs>),
 }
 
 #[derive(Subcommand)]
@@ -69,11 +69,13 @@ fn main() -> ExitCode {
         Cmd::Fetch {
             what: FetchWhat::Model { name },
         } => fetch::fetch_model(&name).map(|_| ()),
-        Cmd::Fetch { what: FetchWhat::Glue } => {
-            fetch::fetch_glue().map(|dir| println!("LORAXS_DATA_DIR={}", dir.display()))
-        }
+        Cmd::Fetch {
+            what: FetchWhat::Glue,
+        } => fetch::fetch_glue().map(|dir| println!("LORAXS_DATA_DIR={}", dir.display())),
         Cmd::Params => params::params(),
-        Cmd::Reproduce { what: ReproduceWhat::Glue(args) } => reproduce::reproduce_glue(&args),
+        Cmd::Reproduce {
+            what: ReproduceWhat::Glue(args),
+        } => reproduce::reproduce_glue(&args),
         Cmd::Bench { cuda, filter } => bench(cuda, filter.as_deref()),
     };
     match result {

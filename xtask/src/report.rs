@@ -20,14 +20,21 @@ fn method_label(r: &RunRecord) -> String {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Rows: method and rank, with trainable parameters; columns: tasks (the
 /// headline metric named) and their average; cells: median over seeds of
 /// the best epoch, ×100.
 pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> String {
-    let tasks: Vec<GlueTask> = GlueTask::ALL.into_iter().filter(|t| records.iter().any(|r| r.config.task == *t)).collect();
+    let tasks: Vec<GlueTask> = GlueTask::ALL
+        .into_iter()
+        .filter(|t| records.iter().any(|r| r.config.task == *t))
+        .collect();
     let mut rows: BTreeMap<(u8, usize, String), BTreeMap<GlueTask, Vec<f64>>> = BTreeMap::new();
     let mut params: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in records {
@@ -39,7 +46,11 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
             _ => 3,
         };
         let value = r.best.metrics[&r.metric] * 100.0;
-        rows.entry((order, r.config.adapter.rank, label.clone())).or_default().entry(r.config.task).or_default().push(value);
+        rows.entry((order, r.config.adapter.rank, label.clone()))
+            .or_default()
+            .entry(r.config.task)
+            .or_default()
+            .push(value);
         params.insert(label, (r.trainable_adapter, r.trainable_head));
     }
     let mut out = format!("# GLUE, profile `{profile}`\n\n");
@@ -68,7 +79,11 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
                     let m = median(v.clone());
                     sum += m;
                     n += 1;
-                    out.push_str(&format!(" {m:.1} ({} seed{}) |", v.len(), if v.len() == 1 { "" } else { "s" }));
+                    out.push_str(&format!(
+                        " {m:.1} ({} seed{}) |",
+                        v.len(),
+                        if v.len() == 1 { "" } else { "s" }
+                    ));
                 }
                 None => out.push_str(" – |"),
             }

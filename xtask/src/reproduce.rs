@@ -104,17 +104,28 @@ fn load_profile(name: &str) -> Result<(String, Profile), String> {
     let path = if name.ends_with(".json") {
         PathBuf::from(name)
     } else {
-        project_root().join("xtask/profiles").join(format!("glue-{name}.json"))
+        project_root()
+            .join("xtask/profiles")
+            .join(format!("glue-{name}.json"))
     };
     let text = std::fs::read_to_string(&path).map_err(|e| format!("profile {}: {e}", path.display()))?;
     let profile = serde_json::from_str(&text).map_err(|e| format!("profile {}: {e}", path.display()))?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("custom").trim_start_matches("glue-").to_string();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("custom")
+        .trim_start_matches("glue-")
+        .to_string();
     Ok((stem, profile))
 }
 
 fn model_dir(name: &str) -> Result<(String, ModelDir), String> {
     let path = Path::new(name);
-    let dir = if path.is_dir() { path.to_path_buf() } else { crate::fetch::fetch_model(name)? };
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        crate::fetch::fetch_model(name)?
+    };
     let dir = ModelDir::new(&dir).map_err(|e| e.to_string())?;
     Ok((name.to_string(), dir))
 }
@@ -126,13 +137,21 @@ fn adapter(method: &str, rank: usize, alpha: f64, seed: u64) -> Result<AdapterCo
         "lora" => AdapterConfig::lora(rank),
         "vera" => AdapterConfig::vera(rank),
         "full" => AdapterConfig::full(),
-        other => return Err(format!("unknown method `{other}`: lora-xs, lora-xs-random, lora, vera, full")),
+        other => {
+            return Err(format!(
+                "unknown method `{other}`: lora-xs, lora-xs-random, lora, vera, full"
+            ));
+        }
     };
     Ok(config.with_alpha(alpha).with_seed(seed))
 }
 
 /// The runs a profile (with overrides) asks for, in order.
-fn plan(profile: &Profile, args: &ReproduceArgs, data_dir: &Path) -> Result<(Vec<RunConfig>, Vec<String>), String> {
+fn plan(
+    profile: &Profile,
+    args: &ReproduceArgs,
+    data_dir: &Path,
+) -> Result<(Vec<RunConfig>, Vec<String>), String> {
     let tasks = args.tasks.clone().unwrap_or_else(|| profile.tasks.clone());
     let methods = args.methods.clone().unwrap_or_else(|| profile.methods.clone());
     let seeds = args.seeds.clone().unwrap_or_else(|| profile.seeds.clone());
@@ -155,13 +174,27 @@ fn plan(profile: &Profile, args: &ReproduceArgs, data_dir: &Path) -> Result<(Vec
                 .method_settings
                 .get(method)
                 .ok_or_else(|| format!("profile has no settings for method `{method}`"))?;
-            let ranks = if method == "full" { vec![0] } else { args.ranks.clone().unwrap_or_else(|| settings.ranks.clone()) };
+            let ranks = if method == "full" {
+                vec![0]
+            } else {
+                args.ranks.clone().unwrap_or_else(|| settings.ranks.clone())
+            };
             for &rank in &ranks {
                 for &seed in &seeds {
                     let lr = args.lr.map_or_else(|| per_task(&settings.lr, task, "lr"), Ok)?;
-                    let head_lr = args.head_lr.map_or_else(|| per_task(&settings.head_lr, task, "head_lr"), Ok)?;
-                    let epochs = args.epochs.map_or_else(|| per_task(&profile.epochs, task, "epochs"), Ok)?;
-                    let mut run = RunConfig::new(task, adapter(method, rank, settings.alpha, seed)?, lr, head_lr, epochs);
+                    let head_lr = args
+                        .head_lr
+                        .map_or_else(|| per_task(&settings.head_lr, task, "head_lr"), Ok)?;
+                    let epochs = args
+                        .epochs
+                        .map_or_else(|| per_task(&profile.epochs, task, "epochs"), Ok)?;
+                    let mut run = RunConfig::new(
+                        task,
+                        adapter(method, rank, settings.alpha, seed)?,
+                        lr,
+                        head_lr,
+                        epochs,
+                    );
                     run.seed = seed;
                     run.batch_size = profile.batch_size;
                     run.max_length = profile.max_length;
@@ -212,7 +245,10 @@ pub fn reproduce_glue(args: &ReproduceArgs) -> Result<(), String> {
         .results
         .clone()
         .unwrap_or_else(|| project_root().join(format!("docs/results/glue-{profile_name}.jsonl")));
-    let checkpoints = args.checkpoints.clone().unwrap_or_else(|| project_root().join("target/loraxs-checkpoints"));
+    let checkpoints = args
+        .checkpoints
+        .clone()
+        .unwrap_or_else(|| project_root().join("target/loraxs-checkpoints"));
     let (runs, notes) = plan(&profile, args, &data_dir)?;
     for note in &notes {
         eprintln!("note: {note}");
@@ -239,7 +275,9 @@ pub fn reproduce_glue(args: &ReproduceArgs) -> Result<(), String> {
         eprintln!("[{}/{}] {}", i + 1, todo.len(), run.key());
         let record = match backend.as_str() {
             "flex" => train::<Autodiff<Flex>>(run, &model, &data_dir, &Default::default(), &options),
-            "ndarray" => train::<Autodiff<NdArray<f32>>>(run, &model, &data_dir, &Default::default(), &options),
+            "ndarray" => {
+                train::<Autodiff<NdArray<f32>>>(run, &model, &data_dir, &Default::default(), &options)
+            }
             "cuda" => train_cuda(run, &model, &data_dir, &options),
             other => return Err(format!("unknown backend `{other}`: flex, ndarray or cuda")),
         }
@@ -251,9 +289,16 @@ pub fn reproduce_glue(args: &ReproduceArgs) -> Result<(), String> {
         );
         append_record(&results, &record).map_err(|e| format!("{}: {e}", results.display()))?;
     }
-    eprintln!("trained {} runs in {:.1} min", todo.len(), started.elapsed().as_secs_f64() / 60.0);
+    eprintln!(
+        "trained {} runs in {:.1} min",
+        todo.len(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
     let keys: Vec<String> = runs.iter().map(RunConfig::key).collect();
-    let records: Vec<RunRecord> = read_records(&results)?.into_iter().filter(|r| keys.contains(&r.key)).collect();
+    let records: Vec<RunRecord> = read_records(&results)?
+        .into_iter()
+        .filter(|r| keys.contains(&r.key))
+        .collect();
     let table = crate::report::glue_table(&profile_name, &records, &notes);
     let out = results.with_extension("md");
     std::fs::write(&out, table).map_err(|e| format!("{}: {e}", out.display()))?;
