@@ -35,7 +35,9 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         .into_iter()
         .filter(|t| records.iter().any(|r| r.config.task == *t))
         .collect();
-    let mut rows: BTreeMap<(u8, usize, String), BTreeMap<GlueTask, Vec<f64>>> = BTreeMap::new();
+    // (method, rank) → task → (lr, head lr) → best-epoch values over seeds.
+    type Grid = BTreeMap<(String, String), Vec<f64>>;
+    let mut rows: BTreeMap<(u8, usize, String), BTreeMap<GlueTask, Grid>> = BTreeMap::new();
     let mut params: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in records {
         let label = method_label(r);
@@ -46,15 +48,21 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
             _ => 3,
         };
         let value = r.best.metrics[&r.metric] * 100.0;
+        let rates = (format!("{:e}", r.config.lr), format!("{:e}", r.config.head_lr));
         rows.entry((order, r.config.adapter.rank, label.clone()))
             .or_default()
             .entry(r.config.task)
+            .or_default()
+            .entry(rates)
             .or_default()
             .push(value);
         params.insert(label, (r.trainable_adapter, r.trainable_head));
     }
     let mut out = format!("# GLUE, profile `{profile}`\n\n");
-    out.push_str("Cells: median over seeds of the best epoch's dev metric (×100); the metric is named under each task.\n\n");
+    out.push_str(
+        "Cells: median over seeds of the best epoch's dev metric (×100), for the best learning-rate pair \
+         where several were run; the metric is named under each task.\n\n",
+    );
     out.push_str("| method | trainable (adapter) | head |");
     for t in &tasks {
         out.push_str(&format!(" {t} |"));
@@ -75,14 +83,22 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         let mut n = 0;
         for t in &tasks {
             match cells.get(t) {
-                Some(v) => {
-                    let m = median(v.clone());
+                Some(grid) => {
+                    let (m, seeds) = grid
+                        .values()
+                        .map(|v| (median(v.clone()), v.len()))
+                        .max_by(|a, b| a.0.total_cmp(&b.0))
+                        .expect("a cell has at least one run");
                     sum += m;
                     n += 1;
+                    let pairs = if grid.len() > 1 {
+                        format!(", best of {} lr pairs", grid.len())
+                    } else {
+                        String::new()
+                    };
                     out.push_str(&format!(
-                        " {m:.1} ({} seed{}) |",
-                        v.len(),
-                        if v.len() == 1 { "" } else { "s" }
+                        " {m:.1} ({seeds} seed{}{pairs}) |",
+                        if seeds == 1 { "" } else { "s" }
                     ));
                 }
                 None => out.push_str(" – |"),
@@ -114,20 +130,30 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         backends.join(", "),
         wall / 60.0
     ));
-    out.push_str("\nPer-task settings of the runs (from the result records):\n\n| task | method | train examples | epochs | lr | head lr | best epoch |\n|---|---|---:|---:|---:|---:|---:|\n");
+    out.push_str(
+        "\nThe runs (from the result records):\n\n| task | method | seed | train examples | epochs | lr | head lr | \
+         start | best epoch | best | wall s |\n|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
+    );
     for r in records {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:e} | {:e} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:e} | {:e} | {} | {} | {:.4} | {:.0} |\n",
             r.config.task,
             method_label(r),
+            r.config.seed,
             r.train_examples,
             r.config.epochs,
             r.config.lr,
             r.config.head_lr,
-            r.best.epoch
+            if r.config.init_from.is_some() {
+                "MNLI adapter"
+            } else {
+                "scratch"
+            },
+            r.best.epoch,
+            r.best.metrics[&r.metric],
+            r.wall_seconds
         ));
     }
-    out.push_str("\nNo run starts from an MNLI-trained adapter (the paper does for MRPC, RTE and STS-B): there is no MNLI data here.\n");
     for note in notes {
         out.push_str(&format!("\n- {note}"));
     }

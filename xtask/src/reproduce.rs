@@ -31,6 +31,30 @@ struct MethodSettings {
     alpha: f64,
     lr: PerTask<f64>,
     head_lr: PerTask<f64>,
+    /// A grid of adapter rates to search per task (overrides `lr`).
+    #[serde(default)]
+    lr_grid: PerTask<Vec<f64>>,
+    /// A grid of head rates to search per task (overrides `head_lr`).
+    #[serde(default)]
+    head_lr_grid: PerTask<Vec<f64>>,
+}
+
+/// The rates to run for `task`: the grid if the profile has one, else the
+/// single value; a command-line value overrides both.
+fn rates(
+    grid: &PerTask<Vec<f64>>,
+    single: &PerTask<f64>,
+    task: GlueTask,
+    flag: Option<f64>,
+    what: &str,
+) -> Result<Vec<f64>, String> {
+    if let Some(v) = flag {
+        return Ok(vec![v]);
+    }
+    match grid.get(task.name()).or_else(|| grid.get("default")) {
+        Some(values) if !values.is_empty() => Ok(values.clone()),
+        _ => Ok(vec![per_task(single, task, what)?]),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +71,10 @@ struct Profile {
     epochs: PerTask<usize>,
     #[serde(default)]
     max_steps_per_epoch: Option<usize>,
+    /// Tasks whose adapter starts from the MNLI run of the same method, rank
+    /// and seed (the paper: MRPC, RTE, STS-B), when MNLI is in the plan.
+    #[serde(default)]
+    init_from_mnli: Vec<String>,
     method_settings: BTreeMap<String, MethodSettings>,
 }
 
@@ -98,6 +126,9 @@ pub struct ReproduceArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the planned runs and exit.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 fn load_profile(name: &str) -> Result<(String, Profile), String> {
@@ -146,29 +177,38 @@ fn adapter(method: &str, rank: usize, alpha: f64, seed: u64) -> Result<AdapterCo
     Ok(config.with_alpha(alpha).with_seed(seed))
 }
 
-/// The runs a profile (with overrides) asks for, in order.
+/// The runs a profile (with overrides) asks for, in order (MNLI first, so
+/// that tasks starting from an MNLI adapter find it).
 fn plan(
     profile: &Profile,
     args: &ReproduceArgs,
     data_dir: &Path,
+    checkpoints: &Path,
 ) -> Result<(Vec<RunConfig>, Vec<String>), String> {
-    let tasks = args.tasks.clone().unwrap_or_else(|| profile.tasks.clone());
+    let mut tasks = Vec::new();
+    for name in args.tasks.clone().unwrap_or_else(|| profile.tasks.clone()) {
+        tasks.push(GlueTask::parse(&name).ok_or_else(|| format!("unknown task `{name}`"))?);
+    }
+    tasks.sort_by_key(|&t| t != GlueTask::Mnli);
     let methods = args.methods.clone().unwrap_or_else(|| profile.methods.clone());
     let seeds = args.seeds.clone().unwrap_or_else(|| profile.seeds.clone());
-    let mut runs = Vec::new();
+    let mut runs: Vec<RunConfig> = Vec::new();
     let mut notes = Vec::new();
-    for name in &tasks {
-        let task = GlueTask::parse(name).ok_or_else(|| format!("unknown task `{name}`"))?;
-        if !task.has(data_dir, Split::Train) || task.dev_splits().iter().any(|&s| !task.has(data_dir, s)) {
-            let missing: Vec<String> = [Split::Train]
-                .iter()
-                .chain(task.dev_splits())
-                .filter(|&&s| !task.has(data_dir, s))
-                .map(|&s| task.path(data_dir, s).display().to_string())
-                .collect();
+    for task in tasks {
+        let missing: Vec<String> = [Split::Train]
+            .iter()
+            .chain(task.dev_splits())
+            .filter(|&&s| !task.has(data_dir, s))
+            .map(|&s| task.path(data_dir, s).display().to_string())
+            .collect();
+        if !missing.is_empty() {
             notes.push(format!("{task}: skipped, missing {}", missing.join(", ")));
             continue;
         }
+        let from_mnli = profile
+            .init_from_mnli
+            .iter()
+            .any(|t| GlueTask::parse(t) == Some(task));
         for method in &methods {
             let settings = profile
                 .method_settings
@@ -179,33 +219,52 @@ fn plan(
             } else {
                 args.ranks.clone().unwrap_or_else(|| settings.ranks.clone())
             };
+            let lrs = rates(&settings.lr_grid, &settings.lr, task, args.lr, "lr")?;
+            let head_lrs = rates(
+                &settings.head_lr_grid,
+                &settings.head_lr,
+                task,
+                args.head_lr,
+                "head_lr",
+            )?;
             for &rank in &ranks {
                 for &seed in &seeds {
-                    let lr = args.lr.map_or_else(|| per_task(&settings.lr, task, "lr"), Ok)?;
-                    let head_lr = args
-                        .head_lr
-                        .map_or_else(|| per_task(&settings.head_lr, task, "head_lr"), Ok)?;
-                    let epochs = args
-                        .epochs
-                        .map_or_else(|| per_task(&profile.epochs, task, "epochs"), Ok)?;
-                    let mut run = RunConfig::new(
-                        task,
-                        adapter(method, rank, settings.alpha, seed)?,
-                        lr,
-                        head_lr,
-                        epochs,
-                    );
-                    run.seed = seed;
-                    run.batch_size = profile.batch_size;
-                    run.max_length = profile.max_length;
-                    run.train_subset = match args.train_subset {
-                        Some(0) => None,
-                        Some(n) => Some(n),
-                        None => per_task(&profile.train_subset, task, "train_subset")?,
-                    };
-                    run.eval_subset = per_task(&profile.eval_subset, task, "eval_subset")?;
-                    run.max_steps_per_epoch = profile.max_steps_per_epoch;
-                    runs.push(run);
+                    for &lr in &lrs {
+                        for &head_lr in &head_lrs {
+                            let epochs = args
+                                .epochs
+                                .map_or_else(|| per_task(&profile.epochs, task, "epochs"), Ok)?;
+                            let adapter = adapter(method, rank, settings.alpha, seed)?;
+                            let mut run = RunConfig::new(task, adapter, lr, head_lr, epochs);
+                            run.seed = seed;
+                            run.batch_size = profile.batch_size;
+                            run.max_length = profile.max_length;
+                            run.train_subset = match args.train_subset {
+                                Some(0) => None,
+                                Some(n) => Some(n),
+                                None => per_task(&profile.train_subset, task, "train_subset")?,
+                            };
+                            run.eval_subset = per_task(&profile.eval_subset, task, "eval_subset")?;
+                            run.max_steps_per_epoch = profile.max_steps_per_epoch;
+                            if from_mnli {
+                                // The first MNLI run of this method, rank and seed.
+                                let mnli = runs.iter().find(|r| {
+                                    r.task == GlueTask::Mnli
+                                        && r.adapter.method == run.adapter.method
+                                        && r.adapter.factors == run.adapter.factors
+                                        && r.adapter.rank == rank
+                                        && r.seed == seed
+                                });
+                                match mnli {
+                                    Some(m) => run.init_from = Some(checkpoints.join(m.key()).join("adapter.safetensors")),
+                                    None => notes.push(format!(
+                                        "{task} {method} r={rank} seed {seed}: starts from scratch (no MNLI run to start from)"
+                                    )),
+                                }
+                            }
+                            runs.push(run);
+                        }
+                    }
                 }
             }
         }
@@ -239,7 +298,6 @@ pub fn reproduce_glue(args: &ReproduceArgs) -> Result<(), String> {
             data_dir.display()
         ));
     }
-    let (model_name, model) = model_dir(args.model.as_deref().unwrap_or(&profile.model))?;
     let backend = args.backend.clone().unwrap_or_else(|| profile.backend.clone());
     let results = args
         .results
@@ -249,10 +307,22 @@ pub fn reproduce_glue(args: &ReproduceArgs) -> Result<(), String> {
         .checkpoints
         .clone()
         .unwrap_or_else(|| project_root().join("target/loraxs-checkpoints"));
-    let (runs, notes) = plan(&profile, args, &data_dir)?;
+    let (runs, notes) = plan(&profile, args, &data_dir, &checkpoints)?;
     for note in &notes {
         eprintln!("note: {note}");
     }
+    if args.dry_run {
+        for run in &runs {
+            let from = run
+                .init_from
+                .as_ref()
+                .map_or(String::new(), |p| format!("  (from {})", p.display()));
+            println!("{}{from}", run.key());
+        }
+        println!("{} runs", runs.len());
+        return Ok(());
+    }
+    let (model_name, model) = model_dir(args.model.as_deref().unwrap_or(&profile.model))?;
     let done: Vec<String> = read_records(&results)?.into_iter().map(|r| r.key).collect();
     let todo: Vec<&RunConfig> = runs.iter().filter(|r| !done.contains(&r.key())).collect();
     eprintln!(

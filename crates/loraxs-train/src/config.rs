@@ -39,6 +39,10 @@ pub struct RunConfig {
     /// Stop each epoch after this many steps (smoke tests).
     #[serde(default)]
     pub max_steps_per_epoch: Option<usize>,
+    /// Start the adapter from this adapter file (the paper starts MRPC, RTE
+    /// and STS-B from an MNLI-trained adapter); the head starts fresh.
+    #[serde(default)]
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl RunConfig {
@@ -65,6 +69,7 @@ impl RunConfig {
             eval_subset: None,
             seed: 0,
             max_steps_per_epoch: None,
+            init_from: None,
         }
     }
 
@@ -72,15 +77,25 @@ impl RunConfig {
     /// checkpoint folders and de-duplication of result files.
     pub fn key(&self) -> String {
         format!(
-            "{}-{}-r{}-s{}-lr{}-hlr{}-e{}-n{}",
+            "{}-{}{}-r{}-s{}-lr{}-hlr{}-e{}-n{}{}",
             self.task.name(),
             self.adapter.method.name(),
+            if self.adapter.factors == loraxs::Factors::Random {
+                "-random"
+            } else {
+                ""
+            },
             self.adapter.rank,
             self.seed,
             self.lr,
             self.head_lr,
             self.epochs,
             self.train_subset.map_or("all".to_string(), |n| n.to_string()),
+            if self.init_from.is_some() {
+                "-from-mnli"
+            } else {
+                ""
+            },
         )
     }
 }

@@ -132,7 +132,26 @@ pub fn train<B: AutodiffBackend>(
             )
         }
         None => {
-            let (encoder, _) = loraxs_models::inject_with_bar(encoder, &config.adapter, options.quiet)?;
+            let encoder = match &config.init_from {
+                Some(path) => {
+                    let file = AdapterFile::load(path)?;
+                    if file.config.method != config.adapter.method || file.config.rank != config.adapter.rank
+                    {
+                        return Err(TrainError::Checkpoint {
+                            path: path.clone(),
+                            reason: format!(
+                                "holds a {} r={} adapter, this run trains {} r={}",
+                                file.config.method.name(),
+                                file.config.rank,
+                                config.adapter.method.name(),
+                                config.adapter.rank
+                            ),
+                        });
+                    }
+                    file.apply(encoder, path)?.0
+                }
+                None => loraxs_models::inject_with_bar(encoder, &config.adapter, options.quiet)?.0,
+            };
             let state = CheckpointState {
                 key: config.key(),
                 epochs_done: 0,
