@@ -45,28 +45,33 @@ fn read(file: &str) -> Result<String, String> {
     std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `<prefix>.<layer>.<suffix>` for every layer and per-layer shape.
+fn layer_modules(prefix: &str, layers: usize, shapes: &[(&str, usize, usize)], bias: bool) -> Vec<Module> {
+    (0..layers)
+        .flat_map(|i| {
+            shapes.iter().map(move |&(suffix, d_in, d_out)| Module {
+                name: format!("{prefix}.{i}.{suffix}"),
+                d_in,
+                d_out,
+                bias,
+            })
+        })
+        .collect()
+}
+
 fn encoder(name: &'static str, file: &str) -> Result<Model, String> {
     let path = project_root().join("xtask/configs").join(file);
     let c = EncoderConfig::from_json(&read(file)?, &path).map_err(|e| e.to_string())?;
     let (h, f) = (c.hidden_size, c.intermediate_size);
-    let mut modules = Vec::new();
-    for i in 0..c.num_hidden_layers {
-        for (suffix, d_in, d_out) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", h, f),
-            ("output.dense", f, h),
-        ] {
-            modules.push(Module {
-                name: format!("encoder.layer.{i}.{suffix}"),
-                d_in,
-                d_out,
-                bias: true,
-            });
-        }
-    }
+    let shapes = [
+        ("attention.self.query", h, h),
+        ("attention.self.key", h, h),
+        ("attention.self.value", h, h),
+        ("attention.output.dense", h, h),
+        ("intermediate.dense", h, f),
+        ("output.dense", f, h),
+    ];
+    let modules = layer_modules("encoder.layer", c.num_hidden_layers, &shapes, true);
     let linear: usize = modules.iter().map(|m| m.d_in * m.d_out + m.d_out).sum();
     let embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * h + 2 * h;
     let norms = c.num_hidden_layers * 4 * h;
@@ -84,25 +89,16 @@ fn decoder(name: &'static str, file: &str) -> Result<Model, String> {
     let (h, f) = (c.hidden_size, c.intermediate_size);
     let hd = c.head_dim.unwrap_or(h / c.num_attention_heads);
     let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    let mut modules = Vec::new();
-    for i in 0..c.num_hidden_layers {
-        for (suffix, d_in, d_out) in [
-            ("self_attn.q_proj", h, q),
-            ("self_attn.k_proj", h, kv),
-            ("self_attn.v_proj", h, kv),
-            ("self_attn.o_proj", q, h),
-            ("mlp.gate_proj", h, f),
-            ("mlp.up_proj", h, f),
-            ("mlp.down_proj", f, h),
-        ] {
-            modules.push(Module {
-                name: format!("model.layers.{i}.{suffix}"),
-                d_in,
-                d_out,
-                bias: false,
-            });
-        }
-    }
+    let shapes = [
+        ("self_attn.q_proj", h, q),
+        ("self_attn.k_proj", h, kv),
+        ("self_attn.v_proj", h, kv),
+        ("self_attn.o_proj", q, h),
+        ("mlp.gate_proj", h, f),
+        ("mlp.up_proj", h, f),
+        ("mlp.down_proj", f, h),
+    ];
+    let modules = layer_modules("model.layers", c.num_hidden_layers, &shapes, false);
     let linear: usize = modules.iter().map(|m| m.d_in * m.d_out).sum();
     let embeddings = c.vocab_size * h * if c.tie_word_embeddings { 1 } else { 2 };
     let norms = c.num_hidden_layers * 2 * h + h;
