@@ -1,12 +1,21 @@
-//! Shared inputs for the loraxs criterion benchmarks (`cargo bench -p
-//! loraxs-benches`): matrices with a realistic, slowly decaying spectrum
-//! and frozen linear layers built from them.
+//! loraxs benchmarks. Two kinds live here:
+//!
+//! - criterion suites of the kernels (`cargo bench -p loraxs-benches`):
+//!   SVD, adapter forward/backward, merge, on matrices with a realistic,
+//!   slowly decaying spectrum built by [`weight`];
+//! - whole-model [`workload`]s (training step, inference, SVD
+//!   initialisation, adapter files) run one per process by the
+//!   `loraxs-workload` binary, which `cargo xtask bench` starts side by
+//!   side with the PyTorch reference in `benches/torch_reference/`.
 //!
 //! ```
 //! let w = loraxs_benches::weight(8, 6, 1);
 //! assert_eq!(w.len(), 48);
 //! assert_eq!(w, loraxs_benches::weight(8, 6, 1)); // deterministic
 //! ```
+
+pub mod memory;
+pub mod workload;
 
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;

@@ -2,6 +2,8 @@
 //! `.cargo/config.toml`), in the style of rust-analyzer's xtask: plain Rust,
 //! no extra tooling to install.
 
+mod bench;
+mod bench_report;
 mod fetch;
 mod params;
 mod report;
@@ -33,15 +35,10 @@ enum Cmd {
         #[command(subcommand)]
         what: ReproduceWhat,
     },
-    /// Run the criterion kernel benchmarks (SVD, adapter forward/backward,
-    /// merge) in the `bench` profile; reports land in target/criterion.
-    Bench {
-        /// Also benchmark the CUDA backend (needs an NVIDIA GPU at run time).
-        #[arg(long)]
-        cuda: bool,
-        /// Only the benchmarks whose name contains this filter.
-        filter: Option<String>,
-    },
+    /// Whole-model benchmarks on loraxs and the PyTorch reference, side by
+    /// side (`docs/results/bench-<backend>.md`); `--criterion` runs the
+    /// kernel suites instead.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -64,6 +61,8 @@ enum FetchWhat {
 }
 
 fn main() -> ExitCode {
+    // Training runs in this process (`reproduce`): see the function's docs.
+    loraxs_train::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Fetch {
@@ -76,7 +75,7 @@ fn main() -> ExitCode {
         Cmd::Reproduce {
             what: ReproduceWhat::Glue(args),
         } => reproduce::reproduce_glue(&args),
-        Cmd::Bench { cuda, filter } => bench(cuda, filter.as_deref()),
+        Cmd::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,17 +84,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn bench(cuda: bool, filter: Option<&str>) -> Result<(), String> {
-    let mut cmd = util::cargo();
-    cmd.current_dir(util::project_root())
-        .args(["bench", "-p", "loraxs-benches"]);
-    if cuda {
-        cmd.args(["--features", "cuda"]);
-    }
-    if let Some(filter) = filter {
-        cmd.args(["--", filter]);
-    }
-    util::run(&mut cmd)
 }

@@ -135,7 +135,10 @@ fn real_glue_files() {
         eprintln!("\n*** SKIPPED: LORAXS_DATA_DIR is not set; the real GLUE files were not checked.\n");
         return;
     };
-    let dir = Path::new(&dir);
+    // cargo runs tests in the crate's folder; a relative path in the
+    // variable means one from the workspace root, where `cargo test` is typed.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
+    let dir = dir.as_path();
     let expected = [
         (GlueTask::Cola, Split::Train, 8_551),
         (GlueTask::Cola, Split::Dev, 1_043),

@@ -2,12 +2,15 @@
 //! computes it, with every linear layer adaptable.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use loraxs::{AdaptedLinear, AdapterHost, ParamCount, frozen, linear_from_torch};
 
 use crate::config::{Activation, EncoderConfig, ModelType};
+use crate::dropout::FastDropout;
 use crate::tokenizer::TokenBatch;
 use crate::weights::{LoadReport, Weights};
 use crate::{ModelError, Result};
@@ -24,7 +27,7 @@ pub struct Embeddings<B: Backend> {
     /// `embeddings.LayerNorm`.
     pub norm: LayerNorm<B>,
     /// Dropout after the norm.
-    pub dropout: Dropout,
+    pub dropout: FastDropout,
 }
 
 /// One transformer layer (`encoder.layer.N`).
@@ -47,9 +50,9 @@ pub struct EncoderLayer<B: Backend> {
     /// `output.LayerNorm`.
     pub output_norm: LayerNorm<B>,
     /// Dropout on attention probabilities.
-    pub attention_dropout: Dropout,
+    pub attention_dropout: FastDropout,
     /// Dropout on each block's output.
-    pub dropout: Dropout,
+    pub dropout: FastDropout,
     /// Attention heads.
     pub heads: usize,
     /// Feed-forward activation: 0 exact GELU, 1 tanh GELU, 2 ReLU.
@@ -151,7 +154,7 @@ impl<B: Backend> Encoder<B> {
             config.intermediate_size,
             config.layer_norm_eps,
         );
-        let dropout = DropoutConfig::new(config.hidden_dropout_prob).init();
+        let dropout = FastDropout::new(config.hidden_dropout_prob);
         let embeddings = Embeddings {
             word: embedding(&mut w, "embeddings.word_embeddings", config.vocab_size, h, device),
             position: embedding(
@@ -194,7 +197,7 @@ impl<B: Backend> Encoder<B> {
                     intermediate: linear(&mut w, &format!("{p}.intermediate.dense"), ffn, h, device),
                     output: linear(&mut w, &format!("{p}.output.dense"), h, ffn, device),
                     output_norm: layer_norm(&mut w, &format!("{p}.output.LayerNorm"), h, eps, device),
-                    attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+                    attention_dropout: FastDropout::new(config.attention_probs_dropout_prob),
                     dropout: dropout.clone(),
                     heads: config.num_attention_heads,
                     activation,
@@ -306,9 +309,25 @@ impl<B: Backend> EncoderLayer<B> {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt()) + mask_bias;
-        let probs = self.attention_dropout.forward(softmax(scores, 3));
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let context = if B::ad_enabled(&x.device()) {
+            // Training: explicit ops, so attention dropout applies and the
+            // backward pass is the plain matmul/softmax one.
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
+            let probs = self.attention_dropout.forward(softmax(scores, 3));
+            probs.matmul(v)
+        } else {
+            // Inference: the backend's fused attention (flex runs scores,
+            // softmax and the product per head without materialising every
+            // intermediate).
+            let options = AttentionModuleOptions {
+                scale: Some(scale),
+                softcap: None,
+                is_causal: false,
+            };
+            attention(q, k, v, None, Some(mask_bias), options)
+        };
+        let context = context.swap_dims(1, 2).reshape([b, t, h]);
         let attended = self
             .attention_norm
             .forward(self.dropout.forward(self.attention_output.forward(context)) + x);

@@ -21,6 +21,7 @@
 //! ```
 
 mod config;
+mod dropout;
 mod encoder;
 mod error;
 mod model_dir;
@@ -29,6 +30,7 @@ mod tokenizer;
 mod weights;
 
 pub use config::{Activation, EncoderConfig, ModelType};
+pub use dropout::{FastDropout, dropout_mask, seed_dropout};
 pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput};
 pub use error::{ModelError, Result};
 pub use model_dir::ModelDir;

@@ -198,10 +198,9 @@ pub fn train<B: AutodiffBackend>(
         // Reseeding per epoch makes an epoch's dropout masks depend only on
         // (seed, epoch): a resumed run replays exactly what an
         // uninterrupted one would have done.
-        B::seed(
-            device,
-            config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),
-        );
+        let epoch_seed = config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+        B::seed(device, epoch_seed);
+        loraxs_models::seed_dropout(epoch_seed);
         let batches = train_set.epoch(
             config.batch_size,
             Some(config.seed.wrapping_add(epoch as u64 * 7919)),

@@ -18,7 +18,13 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn inputs() -> Option<(ModelDir, PathBuf)> {
     let model = ModelDir::new(loraxs_models::default_model_dir());
-    let data = std::env::var_os("LORAXS_DATA_DIR").map(PathBuf::from);
+    // cargo runs tests in the crate's folder; a relative path in the
+    // variable means one from the workspace root, where `cargo test` is typed.
+    let data = std::env::var_os("LORAXS_DATA_DIR").map(|d| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(d)
+    });
     match (model, data) {
         (Ok(m), Some(d)) => Some((m, d)),
         (m, d) if std::env::var_os("CI").is_some() => {

@@ -233,6 +233,20 @@ pub fn unmerge<B: Backend, H: AdapterHost<B>>(host: H) -> H {
     host.map_linears(&mut |_, layer| layer.unmerge())
 }
 
+/// Allows (`true`, the default) or forbids LoRA-XS layers to form
+/// `W + s·BRA` per inference call over many tokens (see
+/// [`crate::LoraXsLinear::fuses`]); forbidding it keeps the three thin
+/// matmuls for every input size.
+pub fn set_fused_inference<B: Backend, H: AdapterHost<B>>(host: H, on: bool) -> H {
+    host.map_linears(&mut |_, layer| match layer {
+        AdaptedLinear::LoraXs(mut xs) => {
+            xs.fuse_inference = on;
+            AdaptedLinear::LoraXs(xs)
+        }
+        other => other,
+    })
+}
+
 /// Merges and drops every adapter: a plain model for serving.
 pub fn merge_and_unload<B: Backend, H: AdapterHost<B>>(host: H) -> H {
     host.map_linears(&mut |_, layer| layer.into_merged())

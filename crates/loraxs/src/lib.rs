@@ -74,7 +74,7 @@ pub use frozen::{
 };
 pub use inject::{
     AdapterHost, InjectProgress, InjectionReport, ModuleReport, inject, inject_with_progress, linear_layers,
-    merge, merge_and_unload, param_count, targeted_modules, unload, unmerge,
+    merge, merge_and_unload, param_count, set_fused_inference, targeted_modules, unload, unmerge,
 };
 pub use lora::LoraLinear;
 pub use merge::Mergeable;

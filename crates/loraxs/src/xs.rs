@@ -31,6 +31,9 @@ pub struct LoraXsLinear<B: Backend> {
     pub scale: f64,
     /// Whether the update is folded into `base`.
     pub merged: bool,
+    /// Whether inference over many tokens may form `W + s·BRA` per call
+    /// (see [`LoraXsLinear::fuses`]); on by default.
+    pub fuse_inference: bool,
 }
 
 /// What the SVD of one module kept.
@@ -97,6 +100,7 @@ impl<B: Backend> LoraXsLinear<B> {
             r: trainable_named(tensor2(r, [rank, rank], &device), &format!("{module}.lora_xs.R")),
             scale: config.scale(),
             merged: false,
+            fuse_inference: true,
         };
         Ok((layer, report))
     }
@@ -112,12 +116,36 @@ impl<B: Backend> LoraXsLinear<B> {
     }
 
     /// Applies the layer to `[..., in]`, giving `[..., out]`.
+    ///
+    /// Training (`R` tracked by autodiff) and short inputs take the
+    /// factored path `W x + b + s·B(R(A x))`. Inference over many tokens
+    /// forms `W + s·BRA` for this call instead (see
+    /// [`LoraXsLinear::fuses`]): one `in × out` product per call instead of
+    /// three thin ones per token, so an unmerged adapter costs about what a
+    /// merged one does while `W` itself stays untouched.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let y = self.base.forward(x.clone());
         if self.merged {
-            return y;
+            return self.base.forward(x);
         }
+        let (d_in, _) = self.dims();
+        let tokens = x.shape().num_elements() / d_in.max(1);
+        if self.fuses(tokens) {
+            let weight = self.base.weight.val() + self.delta_weight();
+            return linear(x, weight, self.base.bias.as_ref().map(|b| b.val()));
+        }
+        let y = self.base.forward(x.clone());
         y + self.adapter_forward(x)
+    }
+
+    /// Whether [`LoraXsLinear::forward`] forms the update for an input of
+    /// `tokens` rows: only when `R` is not being trained (a gradient
+    /// through `W + s·BRA` would cost as much as full fine-tuning's) and
+    /// the thin path would cost more, i.e. when
+    /// `tokens · (in + out) ≥ in · out`, and never when `fuse_inference`
+    /// is off.
+    pub fn fuses(&self, tokens: usize) -> bool {
+        let (d_in, d_out) = self.dims();
+        self.fuse_inference && !self.r.val().is_require_grad() && tokens * (d_in + d_out) >= d_in * d_out
     }
 
     /// The adapter branch alone, `s · B R A x`.

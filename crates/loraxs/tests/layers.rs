@@ -293,3 +293,53 @@ fn non_finite_weights_are_reported_with_the_module() {
     let msg = err.to_string();
     assert!(msg.contains("enc.q") && msg.contains("(1, 2)"), "{msg}");
 }
+
+#[test]
+fn fused_inference_matches_the_factored_path() {
+    type B = Flex;
+    let device = Default::default();
+    let (d_out, d_in, rank) = (24, 40, 4);
+    let base = linear_from_torch::<B>(
+        random_values(d_out * d_in, 1),
+        d_out,
+        d_in,
+        Some(random_values(d_out, 2)),
+        &device,
+    );
+    let (mut layer, _) = LoraXsLinear::from_linear(base, &AdapterConfig::lora_xs(rank), "m").unwrap();
+    layer.r = trainable(Tensor::from_data(
+        TensorData::new(random_values(rank * rank, 4), [rank, rank]),
+        &device,
+    ));
+    // Fusing pays once tokens · (in + out) ≥ in · out: 15 tokens here.
+    assert!(!layer.fuses(14) && layer.fuses(15));
+    for tokens in [1, 14, 15, 200] {
+        let x = Tensor::<B, 2>::from_data(
+            TensorData::new(random_values(tokens * d_in, 5), [tokens, d_in]),
+            &device,
+        );
+        let auto = tensor_values(layer.forward(x.clone()));
+        let mut factored = layer.clone();
+        factored.fuse_inference = false;
+        assert!(!factored.fuses(tokens));
+        let thin = tensor_values(factored.forward(x.clone()));
+        assert!(common::relative_diff(&auto, &thin) < 1e-5, "{tokens} tokens");
+        if !layer.fuses(tokens) {
+            assert_eq!(auto, thin, "short inputs take the factored path itself");
+        }
+    }
+    // R tracked by autodiff (training): always the factored path.
+    let (tracked, _) = LoraXsLinear::from_linear(
+        linear_from_torch::<burn::backend::Autodiff<B>>(
+            random_values(d_out * d_in, 1),
+            d_out,
+            d_in,
+            None,
+            &device,
+        ),
+        &AdapterConfig::lora_xs(rank),
+        "m",
+    )
+    .unwrap();
+    assert!(!tracked.fuses(10_000));
+}

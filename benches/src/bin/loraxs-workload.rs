@@ -1,0 +1,92 @@
+//! Runs one `cargo xtask bench` workload in a process of its own and prints
+//! one JSON line: times of every repetition and the process's peak resident
+//! memory. A process per workload keeps one workload's allocations out of
+//! the next one's memory figure; `cargo xtask bench` starts these processes
+//! interleaved with the PyTorch reference (`benches/torch_reference`).
+//!
+//! ```text
+//! loraxs-workload --workload train-lora-xs --backend flex --model datasets/cache/models/all-MiniLM-L6-v2
+//! ```
+
+use std::path::PathBuf;
+
+use burn::backend::{Flex, NdArray};
+use clap::Parser;
+use loraxs_benches::workload::{Options, Workload, run};
+
+#[derive(Parser)]
+#[command(about = "One loraxs benchmark workload; prints a JSON line")]
+struct Args {
+    /// The workload (see `--list`).
+    #[arg(long, default_value = "train-lora-xs")]
+    workload: String,
+    /// `ndarray`, `flex` or `cuda` (built with `--features cuda`).
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Model folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Tokens per sequence (fixed length, no padding).
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Untimed repetitions first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed repetitions.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Where adapter files are written (adapter-save/-load).
+    #[arg(long, default_value = "target/bench-tmp")]
+    scratch: PathBuf,
+    /// Print the workload names and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() {
+    loraxs_train::retain_freed_memory();
+    let args = Args::parse();
+    if args.list {
+        for w in Workload::ALL {
+            println!("{}", w.name());
+        }
+        return;
+    }
+    let result = Workload::from_name(&args.workload).and_then(|workload| {
+        let options = Options {
+            workload,
+            model: args
+                .model
+                .clone()
+                .unwrap_or_else(loraxs_models::default_model_dir),
+            batch: args.batch,
+            seq: args.seq,
+            warmup: args.warmup,
+            reps: args.reps,
+            scratch: args.scratch.clone(),
+            backend: args.backend.clone(),
+        };
+        match args.backend.as_str() {
+            "ndarray" => run::<NdArray<f32>>(&options, &Default::default()),
+            "flex" => run::<Flex>(&options, &Default::default()),
+            #[cfg(feature = "cuda")]
+            "cuda" => {
+                use burn::backend::Cuda;
+                run::<Cuda>(&options, &Default::default())
+            }
+            #[cfg(not(feature = "cuda"))]
+            "cuda" => Err("this binary was built without `--features cuda`".into()),
+            other => Err(format!("unknown backend `{other}`: ndarray, flex or cuda")),
+        }
+    });
+    match result {
+        Ok(report) => println!("{}", serde_json::to_string(&report).expect("report serialises")),
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
+    }
+}

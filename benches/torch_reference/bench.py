@@ -1,0 +1,317 @@
+"""PyTorch + transformers + peft reference for `cargo xtask bench`.
+
+Runs one workload with the same shapes, targets, ranks and thread count as
+`benches/src/workload.rs` and prints one JSON line with the same fields
+(`tool` is "pytorch"). LoRA-XS is built the way the paper's code builds it:
+a peft LoRA layer whose `lora_A` / `lora_B` are frozen truncated-SVD
+factors (`A = Sigma_r V_r^T`, `B = U_r`, from scikit-learn's TruncatedSVD
+with 10 iterations) with a trainable r x r matrix between them.
+
+Usage: python bench.py --workload train-lora-xs --model DIR [--device cpu|cuda]
+Installed by `cargo xtask bench --setup` into benches/torch_reference/.venv.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+TARGETS_XS = ["query", "value", "attention.output.dense", "output.dense"]
+WORKLOADS = [
+    "train-lora-xs", "train-lora", "train-vera", "train-full",
+    "infer-base", "infer-lora-xs", "infer-lora-xs-merged", "infer-lora-xs-factored",
+    "svd-exact", "svd-randomized-10",
+    "adapter-save", "adapter-load",
+]
+
+
+def status_kib(key):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line[len(key):].strip().split()[0])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return status_kib("VmRSS:") * 1024
+
+
+def peak_rss():
+    return status_kib("VmHWM:") * 1024
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def token_batch(batch, seq, vocab, device):
+    g = np.random.default_rng(17)
+    ids = g.integers(1000, vocab, size=(batch, seq))
+    ids[:, 0] = 101
+    ids[:, -1] = 102
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long, device=device),
+        "token_type_ids": torch.zeros((batch, seq), dtype=torch.long, device=device),
+        "attention_mask": torch.ones((batch, seq), dtype=torch.long, device=device),
+    }
+
+
+def paper_svd(weight, rank, n_iter=10):
+    """The paper's initialisation: scikit-learn TruncatedSVD (randomized,
+    n_iter=10) on the weight; returns A = Sigma V^T (r x in), B = U (out x r)."""
+    from sklearn.decomposition import TruncatedSVD
+
+    w = weight.detach().float().cpu().numpy()
+    svd = TruncatedSVD(n_components=rank, n_iter=n_iter, random_state=0)
+    svd.fit(w)
+    reduced = svd.transform(w)  # U Sigma, out x r
+    _ = svd.inverse_transform(reduced)  # the paper's code also reconstructs
+    sigma = svd.singular_values_
+    u = reduced / sigma
+    a = sigma[:, None] * svd.components_
+    return torch.tensor(a, dtype=weight.dtype), torch.tensor(u, dtype=weight.dtype)
+
+
+def exact_svd(weight, rank):
+    u, s, vh = torch.linalg.svd(weight.detach().float().cpu(), full_matrices=False)
+    return (s[:rank, None] * vh[:rank]), u[:, :rank]
+
+
+def target_linears(model, targets):
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and any(
+            name == t or name.endswith("." + t) for t in targets
+        ):
+            out.append((name, module))
+    return out
+
+
+def lora_xs(model, rank, svd=paper_svd, std=1e-5):
+    """Wraps `model` in peft LoRA and turns every LoRA layer into LoRA-XS."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+
+    config = LoraConfig(r=rank, lora_alpha=16, target_modules=TARGETS_XS, lora_dropout=0.0)
+    model = get_peft_model(model, config)
+    for _, module in model.named_modules():
+        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            a, b = svd(module.get_base_layer().weight, rank)
+            lin_a = module.lora_A["default"]
+            lin_a.weight.data.copy_(a)
+            module.lora_B["default"].weight.data.copy_(b)
+            lin_a.weight.requires_grad_(False)
+            module.lora_B["default"].weight.requires_grad_(False)
+            latent = nn.Linear(rank, rank, bias=False).to(a.device)
+            nn.init.normal_(latent.weight, std=std)
+            module.lora_A["default"] = XsDown(lin_a, latent)
+    return model
+
+
+class XsDown(nn.Module):
+    """`R (A x)`: the frozen down projection A followed by the trainable r x r
+    latent matrix, in the slot of peft's `lora_A` (peft reads `.weight` for
+    the dtype, hence the property)."""
+
+    def __init__(self, a, latent):
+        super().__init__()
+        self.a = a
+        self.latent = latent
+
+    @property
+    def weight(self):
+        return self.a.weight
+
+    def forward(self, x):
+        return self.latent(self.a(x))
+
+
+def count_trainable(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run(args):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    vocab = json.load(open(os.path.join(args.model, "config.json")))["vocab_size"]
+    inputs = token_batch(args.batch, args.seq, vocab, device)
+    w = args.workload
+    extra = {"values": None, "file_bytes": None, "last_loss": None}
+
+    if w.startswith("train-"):
+        model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+        if w == "train-full":
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            if w == "train-lora-xs":
+                model = lora_xs(model, 16)
+            else:
+                from peft import LoraConfig, VeraConfig, get_peft_model
+
+                config = (
+                    LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"])
+                    if w == "train-lora"
+                    else VeraConfig(r=256, target_modules=["query", "value"])
+                )
+                model = get_peft_model(model, config)
+            for name, p in model.named_parameters():
+                if "classifier" in name:
+                    p.requires_grad_(True)
+        model.to(device).train()
+        extra["values"] = count_trainable(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+        labels = torch.arange(args.batch, device=device) % 2
+        last = [0.0]
+
+        def step():
+            out = model(**inputs, labels=labels)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            last[0] = out.loss.item()
+            sync(device)
+
+    elif w.startswith("infer-"):
+        model = AutoModel.from_pretrained(args.model)
+        # peft's unmerged forward is always the factored one.
+        if w in ("infer-lora-xs", "infer-lora-xs-factored"):
+            model = lora_xs(model, 16, std=0.01)
+        elif w == "infer-lora-xs-merged":
+            with torch.no_grad():
+                for _, lin in target_linears(model, TARGETS_XS):
+                    a, b = paper_svd(lin.weight, 16)
+                    r = torch.randn(16, 16) * 0.01
+                    lin.weight += (16 / 16) * b @ r @ a
+        model.to(device).eval()
+
+        def step():
+            with torch.inference_mode():
+                out = model(**inputs).last_hidden_state
+                _ = out.cpu()
+            sync(device)
+
+    elif w.startswith("svd-"):
+        model = AutoModel.from_pretrained(args.model)
+        svd = paper_svd if w == "svd-randomized-10" else exact_svd
+        linears = target_linears(model, TARGETS_XS)
+
+        def step():
+            for _, lin in linears:
+                a, b = svd(lin.weight, 16)
+                _ = (a.to(device), b.to(device))
+            sync(device)
+
+    elif w.startswith("adapter-"):
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        model = lora_xs(AutoModel.from_pretrained(args.model), 16, std=0.01).to(device)
+        scratch = tempfile.mkdtemp(dir=args.scratch)
+        model.save_pretrained(scratch)
+        path = os.path.join(scratch, "adapter_model.safetensors")
+        extra["file_bytes"] = os.path.getsize(path)
+        extra["values"] = sum(t.numel() for t in get_peft_model_state_dict(model).values())
+
+        if w == "adapter-save":
+            def step():
+                model.save_pretrained(scratch)
+        else:
+            def step():
+                state = load_file(path, device=str(device))
+                set_peft_model_state_dict(model, state)
+                sync(device)
+    else:
+        raise SystemExit(f"unknown workload {w}; known: {', '.join(WORKLOADS)}")
+
+    setup = reset_peak()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    if w.startswith("train-"):
+        extra["last_loss"] = last[0]
+    report = {
+        "tool": "pytorch",
+        "backend": f"torch-{device.type}",
+        "workload": w,
+        "batch": args.batch,
+        "seq": args.seq,
+        "threads": torch.get_num_threads(),
+        "times_ms": times,
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "setup_rss_bytes": setup,
+        "peak_rss_bytes": peak_rss(),
+        **extra,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "peft": __import__("peft").__version__,
+            "sklearn": __import__("sklearn").__version__,
+        },
+    }
+    if device.type == "cuda":
+        report["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(report))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workload", default="train-lora-xs")
+    p.add_argument("--model")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--scratch", default=tempfile.gettempdir())
+    p.add_argument("--list", action="store_true")
+    args = p.parse_args()
+    if args.list:
+        print("\n".join(WORKLOADS))
+        return
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    if not args.model:
+        raise SystemExit("--model DIR is required")
+    os.makedirs(args.scratch, exist_ok=True)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+//! `cargo xtask bench`: whole-model workloads on loraxs and on the PyTorch
+//! reference, interleaved in one invocation, written as a markdown table
+//! and raw JSON per backend (`docs/results/bench-<backend>.{md,json}`).
+//!
+//! Every workload runs in a process of its own (`loraxs-workload`, or
+//! `benches/torch_reference/bench.py`), so one workload's memory never
+//! counts towards another's peak. For each workload the loraxs backends and
+//! PyTorch run back to back, so both see the same machine state; ratios
+//! are loraxs / PyTorch from the same invocation.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::{self, project_root};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Backends to measure, comma-separated: `ndarray`, `flex`, `cuda`
+    /// (`cuda` builds with `--features cuda` and needs an NVIDIA GPU).
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
+    pub backend: Vec<String>,
+    /// Only these workloads (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// Timed repetitions per workload (at least 10 for the committed tables).
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
+    /// Untimed warm-up repetitions.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Threads for both tools (rayon, OpenMP, MKL, torch).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Model folder (default: all-MiniLM-L6-v2, fetched if missing).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Skip the PyTorch reference.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Create the reference's virtualenv (benches/torch_reference/.venv)
+    /// from PyPI first.
+    #[arg(long)]
+    pub setup: bool,
+    /// Where the tables go.
+    #[arg(long, default_value = "docs/results")]
+    pub out: PathBuf,
+    /// Run the criterion kernel suites instead (`cargo bench -p
+    /// loraxs-benches`), optionally filtered.
+    #[arg(long)]
+    pub criterion: bool,
+    /// Filter for `--criterion`.
+    pub filter: Option<String>,
+}
+
+const REFERENCE_DIR: &str = "benches/torch_reference";
+
+/// Runs the benchmark.
+pub fn bench(args: &BenchArgs) -> Result<(), String> {
+    let root = project_root();
+    let cuda = args.backend.iter().any(|b| b == "cuda");
+    if args.criterion {
+        let mut cmd = util::cargo();
+        cmd.current_dir(&root).args(["bench", "-p", "loraxs-benches"]);
+        if cuda {
+            cmd.args(["--features", "cuda"]);
+        }
+        if let Some(filter) = &args.filter {
+            cmd.args(["--", filter]);
+        }
+        return util::run(&mut cmd);
+    }
+    let python = if args.no_reference {
+        None
+    } else {
+        Some(reference_python(&root, args.setup)?)
+    };
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => crate::fetch::fetch_model("minilm")?,
+    };
+
+    // The workload binary, optimised like a user's release build.
+    let mut build = util::cargo();
+    build.current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "loraxs-benches",
+        "--bin",
+        "loraxs-workload",
+    ]);
+    if cuda {
+        build.args(["--features", "cuda"]);
+    }
+    util::run(&mut build)?;
+    let binary = root.join("target/release/loraxs-workload");
+
+    let workloads = if args.workloads.is_empty() {
+        list(Command::new(&binary).arg("--list"))?
+    } else {
+        args.workloads.clone()
+    };
+    let reference_workloads = match &python {
+        Some(py) => list(
+            Command::new(py)
+                .arg(root.join(REFERENCE_DIR).join("bench.py"))
+                .arg("--list"),
+        )?,
+        None => Vec::new(),
+    };
+    let scratch = root.join("target/bench-tmp");
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    // One fresh command per run, with the settings both tools share.
+    let command = |program: &Path, script: Option<&Path>, workload: &str| {
+        let mut cmd = Command::new(program);
+        if let Some(script) = script {
+            cmd.arg(script);
+        }
+        cmd.current_dir(&root)
+            .env("RAYON_NUM_THREADS", args.threads.to_string())
+            .env("OMP_NUM_THREADS", args.threads.to_string())
+            .env("MKL_NUM_THREADS", args.threads.to_string())
+            .args(["--workload", workload])
+            .arg("--model")
+            .arg(&model)
+            .args(["--batch", &args.batch.to_string(), "--seq", &args.seq.to_string()])
+            .args([
+                "--warmup",
+                &args.warmup.to_string(),
+                "--reps",
+                &args.reps.to_string(),
+            ])
+            .arg("--scratch")
+            .arg(&scratch);
+        cmd
+    };
+    let script = root.join(REFERENCE_DIR).join("bench.py");
+
+    let started = std::time::Instant::now();
+    let mut results: Vec<Value> = Vec::new();
+    for workload in &workloads {
+        for backend in &args.backend {
+            let mut cmd = command(&binary, None, workload);
+            cmd.args(["--backend", backend]);
+            results.push(run_json(cmd, &format!("loraxs {backend} {workload}"))?);
+        }
+        if let Some(py) = &python
+            && reference_workloads.contains(workload)
+        {
+            let devices: &[&str] = if cuda { &["cpu", "cuda"] } else { &["cpu"] };
+            for device in devices {
+                let mut cmd = command(py, Some(&script), workload);
+                cmd.args(["--threads", &args.threads.to_string(), "--device", device]);
+                results.push(run_json(cmd, &format!("pytorch {device} {workload}"))?);
+            }
+        }
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let out = root.join(&args.out);
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for backend in &args.backend {
+        let reference_device = if backend == "cuda" {
+            "torch-cuda"
+        } else {
+            "torch-cpu"
+        };
+        let rows: Vec<&Value> = results
+            .iter()
+            .filter(|r| r["backend"] == backend.as_str() || r["backend"] == reference_device)
+            .collect();
+        let json_path = out.join(format!("bench-{backend}.json"));
+        let raw = serde_json::to_string_pretty(&rows).expect("json");
+        std::fs::write(&json_path, raw + "\n").map_err(|e| format!("{}: {e}", json_path.display()))?;
+        let md_path = out.join(format!("bench-{backend}.md"));
+        let table = crate::bench_report::markdown(backend, reference_device, &rows, args, minutes);
+        std::fs::write(&md_path, table).map_err(|e| format!("{}: {e}", md_path.display()))?;
+        println!("wrote {} and {}", md_path.display(), json_path.display());
+    }
+    Ok(())
+}
+
+/// The interpreter of the reference: `$LORAXS_TORCH_PYTHON`, else the
+/// project's virtualenv, created from `requirements.txt` when `setup`.
+fn reference_python(root: &Path, setup: bool) -> Result<PathBuf, String> {
+    if let Some(py) = std::env::var_os("LORAXS_TORCH_PYTHON") {
+        return Ok(PathBuf::from(py));
+    }
+    let venv = root.join(REFERENCE_DIR).join(".venv");
+    let python = venv.join("bin/python");
+    if python.is_file() && !setup {
+        return Ok(python);
+    }
+    if !setup {
+        return Err(format!(
+            "the PyTorch reference is not installed: run `cargo xtask bench --setup` once \
+             (creates {} from PyPI, ~6 GB with torch's CUDA libraries), set \
+             LORAXS_TORCH_PYTHON to a Python with torch, transformers, peft and scikit-learn, \
+             or pass --no-reference",
+            venv.display()
+        ));
+    }
+    if !python.is_file() {
+        util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    util::run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(root.join(REFERENCE_DIR).join("requirements.txt")),
+    )?;
+    Ok(python)
+}
+
+fn list(cmd: &mut Command) -> Result<Vec<String>, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+fn run_json(mut cmd: Command, label: &str) -> Result<Value, String> {
+    eprint!("{label} ... ");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        eprintln!("failed");
+        return Err(format!(
+            "{label} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("{label} printed no JSON line:\n{stdout}"))?;
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("{label}: bad JSON ({e}): {line}"))?;
+    eprintln!(
+        "median {:.1} ms (min {:.1}, max {:.1}), peak RSS {:.0} MiB",
+        value["median_ms"].as_f64().unwrap_or(f64::NAN),
+        value["min_ms"].as_f64().unwrap_or(f64::NAN),
+        value["max_ms"].as_f64().unwrap_or(f64::NAN),
+        value["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
+    );
+    Ok(value)
+}

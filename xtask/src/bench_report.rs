@@ -1,0 +1,232 @@
+//! The markdown table of `cargo xtask bench`: figures per workload, the
+//! loraxs / PyTorch ratios, and every target of issue #5 with its figure.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::bench::BenchArgs;
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+fn find<'a>(rows: &[&'a Value], backend: &str, workload: &str) -> Option<&'a Value> {
+    rows.iter()
+        .copied()
+        .find(|r| r["backend"] == backend && r["workload"] == workload)
+}
+
+fn f(r: &Value, key: &str) -> f64 {
+    r[key].as_f64().unwrap_or(f64::NAN)
+}
+
+fn timing(r: Option<&Value>) -> String {
+    match r {
+        Some(r) => format!(
+            "{:.1} ({:.1}–{:.1})",
+            f(r, "median_ms"),
+            f(r, "min_ms"),
+            f(r, "max_ms")
+        ),
+        None => "–".into(),
+    }
+}
+
+fn memory(r: Option<&Value>) -> String {
+    match r {
+        Some(r) => format!(
+            "{:.0} (+{:.0})",
+            f(r, "peak_rss_bytes") / MIB,
+            (f(r, "peak_rss_bytes") - f(r, "setup_rss_bytes")).max(0.0) / MIB
+        ),
+        None => "–".into(),
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "**met**" } else { "**missed**" }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+/// The report for `backend` against the reference rows of `reference`.
+pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArgs, minutes: f64) -> String {
+    let mut md = String::new();
+    let versions = rows
+        .iter()
+        .find(|r| r["tool"] == "pytorch")
+        .map(|r| {
+            let v = &r["versions"];
+            format!(
+                "torch {}, transformers {}, peft {}, scikit-learn {}",
+                v["torch"].as_str().unwrap_or("?"),
+                v["transformers"].as_str().unwrap_or("?"),
+                v["peft"].as_str().unwrap_or("?"),
+                v["sklearn"].as_str().unwrap_or("?")
+            )
+        })
+        .unwrap_or_else(|| "not run".into());
+    let _ = writeln!(md, "# `cargo xtask bench`: loraxs on `{backend}` vs PyTorch\n");
+    let _ = writeln!(
+        md,
+        "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), batch {} × {} tokens (fixed length), \
+         {} threads for both tools, {} warm-up + {} timed repetitions per workload, each \
+         workload in its own process, loraxs and PyTorch interleaved workload by workload. \
+         Machine: {}. Reference: {versions} ({reference}). Whole run: {minutes:.1} min.\n",
+        args.batch,
+        args.seq,
+        args.threads,
+        args.warmup,
+        args.reps,
+        machine()
+    );
+    let _ = writeln!(
+        md,
+        "Times in ms: median (min–max). Memory: peak resident MiB during warm-up and timed \
+         repetitions (+ growth over the resident size after set-up, i.e. the workload's own \
+         transient memory). Raw figures: `bench-{backend}.json`.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| workload | loraxs {backend} | PyTorch | loraxs / PyTorch | loraxs peak MiB | PyTorch peak MiB | notes |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---|");
+    let mut workloads: Vec<&str> = Vec::new();
+    for r in rows {
+        if let Some(w) = r["workload"].as_str()
+            && !workloads.contains(&w)
+        {
+            workloads.push(w);
+        }
+    }
+    for w in &workloads {
+        let ours = find(rows, backend, w);
+        let theirs = find(rows, reference, w);
+        let ratio = match (ours, theirs) {
+            (Some(a), Some(b)) => format!("{:.2}", f(a, "median_ms") / f(b, "median_ms")),
+            _ => "–".into(),
+        };
+        let mut notes = Vec::new();
+        for (who, r) in [("loraxs", ours), ("PyTorch", theirs)] {
+            if let Some(r) = r {
+                if let Some(v) = r["values"].as_u64() {
+                    let what = if w.starts_with("train") {
+                        "trainable"
+                    } else {
+                        "stored"
+                    };
+                    notes.push(format!("{who}: {v} {what} values"));
+                }
+                if let Some(b) = r["file_bytes"].as_u64() {
+                    notes.push(format!("{who}: file {b} B"));
+                }
+            }
+        }
+        let _ = writeln!(
+            md,
+            "| {w} | {} | {} | {ratio} | {} | {} | {} |",
+            timing(ours),
+            timing(theirs),
+            memory(ours),
+            memory(theirs),
+            notes.join("; ")
+        );
+    }
+
+    let _ = writeln!(md, "\n## Targets (issue #5)\n");
+    let med = |b: &str, w: &str| find(rows, b, w).map(|r| f(r, "median_ms"));
+    let peak = |b: &str, w: &str| find(rows, b, w).map(|r| f(r, "peak_rss_bytes"));
+    if let (Some(a), Some(b)) = (med(backend, "train-lora-xs"), med(reference, "train-lora-xs")) {
+        let _ = writeln!(
+            md,
+            "- LoRA-XS training step ≤ 0.8× PyTorch: {:.2}× ({a:.0} vs {b:.0} ms) — {}",
+            a / b,
+            verdict(a / b <= 0.8)
+        );
+    }
+    if let (Some(m), Some(base)) = (med(backend, "infer-lora-xs-merged"), med(backend, "infer-base")) {
+        let d = (m / base - 1.0) * 100.0;
+        let _ = writeln!(
+            md,
+            "- Merged adapter within 1% of the base model: {d:+.1}% ({m:.0} vs {base:.0} ms) — {}",
+            verdict(d.abs() <= 1.0)
+        );
+    }
+    if let (Some(u), Some(base)) = (med(backend, "infer-lora-xs"), med(backend, "infer-base")) {
+        let d = (u / base - 1.0) * 100.0;
+        let _ = writeln!(
+            md,
+            "- Unmerged LoRA-XS overhead ≤ 5%: {d:+.1}% ({u:.0} vs {base:.0} ms) — {}",
+            verdict(d <= 5.0)
+        );
+    }
+    if let Some(factored) = med(backend, "infer-lora-xs-factored")
+        && let Some(base) = med(backend, "infer-base")
+    {
+        let _ = writeln!(
+            md,
+            "  - the same adapter forced through the three thin matmuls (no per-call fusion): {:+.1}%",
+            (factored / base - 1.0) * 100.0
+        );
+    }
+    if let Some(paper) = med(reference, "svd-randomized-10") {
+        for (w, what) in [
+            ("svd-exact", "exact (what `SvdMethod::Auto` picks at these sizes)"),
+            (
+                "svd-randomized-10",
+                "randomized, 10 power iterations (the paper's algorithm)",
+            ),
+            ("svd-krylov", "Krylov (partial)"),
+        ] {
+            if let Some(ours) = med(backend, w) {
+                let _ = writeln!(
+                    md,
+                    "- SVD initialisation ≤ 0.5× the paper's (scikit-learn TruncatedSVD, 10 iterations, {paper:.0} ms), loraxs {what}: {:.2}× ({ours:.0} ms) — {}",
+                    ours / paper,
+                    verdict(ours / paper <= 0.5)
+                );
+            }
+        }
+    }
+    if let Some(save) = find(rows, backend, "adapter-save") {
+        let bytes = save["file_bytes"].as_u64().unwrap_or(u64::MAX);
+        let values = save["values"].as_u64().unwrap_or(0);
+        let limit = values * 4 + 1024;
+        let _ = writeln!(
+            md,
+            "- Adapter file ≤ values × 4 B + 1 KiB: {bytes} B for {values} values (limit {limit} B) — {}",
+            verdict(bytes <= limit)
+        );
+        if let Some(theirs) = find(rows, reference, "adapter-save").and_then(|r| r["file_bytes"].as_u64()) {
+            let _ = writeln!(
+                md,
+                "  - PyTorch/peft's file for the same adapter (stores A and B too): {theirs} B ({:.0}× larger)",
+                theirs as f64 / bytes as f64
+            );
+        }
+    }
+    if let (Some(xs), Some(full)) = (peak(backend, "train-lora-xs"), peak(backend, "train-full")) {
+        let theirs = peak(reference, "train-lora-xs");
+        let below_theirs = theirs.is_none_or(|t| xs < t);
+        let _ = writeln!(
+            md,
+            "- Peak memory of a LoRA-XS step below full fine-tuning's and PyTorch's: {:.0} MiB vs full {:.0} MiB{} — {}",
+            xs / MIB,
+            full / MIB,
+            theirs.map_or(String::new(), |t| format!(", PyTorch {:.0} MiB", t / MIB)),
+            verdict(xs < full && below_theirs)
+        );
+    }
+    md
+}
