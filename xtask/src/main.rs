@@ -61,8 +61,6 @@ enum FetchWhat {
 }
 
 fn main() -> ExitCode {
-    // Training runs in this process (`reproduce`): see the function's docs.
-    loraxs_train::retain_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Fetch {

@@ -47,7 +47,6 @@ struct Args {
 }
 
 fn main() {
-    loraxs_train::retain_freed_memory();
     let args = Args::parse();
     if args.list {
         for w in Workload::ALL {

@@ -16,14 +16,12 @@
 //! assert_eq!(schedule.at(5), 1e-3);
 //! ```
 
-mod allocator;
 mod config;
 mod error;
 mod record;
 mod schedule;
 mod trainer;
 
-pub use allocator::retain_freed_memory;
 pub use config::RunConfig;
 pub use error::TrainError;
 pub use record::{EpochRecord, Metrics, RunRecord, append_record, read_records};
