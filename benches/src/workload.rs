@@ -47,6 +47,11 @@ pub enum Workload {
     /// Unmerged LoRA-XS forced through the three thin matmuls (no
     /// per-call fusion; what short inputs get).
     InferLoraXsFactored,
+    /// The four inference variants in one process, alternating every
+    /// repetition: the base and adapted models see the same machine state,
+    /// so their ratio is measured to about a percent (separate processes
+    /// on a shared machine differ by more than that).
+    InferCompare,
     /// SVD initialisation of all adapted matrices, exact thin SVD.
     SvdExact,
     /// SVD initialisation with restarted Lanczos (partial).
@@ -66,7 +71,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in reporting order.
-    pub const ALL: [Workload; 15] = [
+    pub const ALL: [Workload; 16] = [
         Workload::TrainLoraXs,
         Workload::TrainLora,
         Workload::TrainVera,
@@ -75,6 +80,7 @@ impl Workload {
         Workload::InferLoraXs,
         Workload::InferLoraXsMerged,
         Workload::InferLoraXsFactored,
+        Workload::InferCompare,
         Workload::SvdExact,
         Workload::SvdKrylov,
         Workload::SvdRandomized,
@@ -95,6 +101,7 @@ impl Workload {
             Workload::InferLoraXs => "infer-lora-xs",
             Workload::InferLoraXsMerged => "infer-lora-xs-merged",
             Workload::InferLoraXsFactored => "infer-lora-xs-factored",
+            Workload::InferCompare => "infer-compare",
             Workload::SvdExact => "svd-exact",
             Workload::SvdKrylov => "svd-krylov",
             Workload::SvdRandomized => "svd-randomized",
@@ -121,6 +128,7 @@ impl Workload {
             | Workload::InferLoraXs
             | Workload::InferLoraXsMerged
             | Workload::InferLoraXsFactored
+            | Workload::InferCompare
             | Workload::AdapterSave
             | Workload::AdapterLoad
             | Workload::AdapterLoadStoredFactors => xs,
@@ -196,6 +204,34 @@ pub struct Report {
     pub file_bytes: Option<u64>,
     /// Final training loss (a sanity check that the step does something).
     pub last_loss: Option<f64>,
+    /// `infer-compare`: each variant's figures and its ratio to the base.
+    pub variants: Option<Vec<Variant>>,
+}
+
+/// One variant of `infer-compare`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Variant {
+    /// `infer-base`, `infer-lora-xs`, `infer-lora-xs-merged`,
+    /// `infer-lora-xs-factored`.
+    pub workload: String,
+    /// Every timed repetition, milliseconds.
+    pub times_ms: Vec<f64>,
+    /// Median of `times_ms`.
+    pub median_ms: f64,
+    /// Median over repetitions of this variant's time divided by the base
+    /// model's time in the same round.
+    pub ratio_to_base: f64,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
 }
 
 /// Fixed-length random token ids (seeded), all real tokens.
@@ -266,6 +302,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
     let mut values = None;
     let mut file_bytes = None;
     let mut last_loss = None;
+    let mut variants = None;
     let (times, setup, peak) = match w {
         Workload::TrainLoraXs | Workload::TrainLora | Workload::TrainVera | Workload::TrainFull => {
             type AB<B> = Autodiff<B>;
@@ -329,6 +366,66 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
                 B::sync(device).map_err(|e| format!("{e:?}"))
             })?
         }
+        Workload::InferCompare => {
+            let (encoder, _) = model.encoder::<B>(device).map_err(|e| e.to_string())?;
+            let config = w.adapter().expect("adapted variants");
+            let unmerged = randomise_r(
+                loraxs::inject(encoder.clone(), &config)
+                    .map_err(|e| e.to_string())?
+                    .0,
+            );
+            let models = [
+                ("infer-base", encoder),
+                ("infer-lora-xs", unmerged.clone()),
+                ("infer-lora-xs-merged", loraxs::merge(unmerged.clone())),
+                (
+                    "infer-lora-xs-factored",
+                    loraxs::set_fused_inference(unmerged, false),
+                ),
+            ];
+            let input = models[0].1.input(&tokens, device).map_err(|e| e.to_string())?;
+            let mut times = vec![Vec::new(); models.len()];
+            let mut round = 0;
+            let result = time(options, || {
+                // Rotate the order every round so no variant always runs
+                // first (or right after the same neighbour).
+                let mut round_times = vec![0.0; models.len()];
+                for k in 0..models.len() {
+                    let i = (k + round) % models.len();
+                    let started = Instant::now();
+                    let out = models[i].1.forward(input.clone());
+                    let _ = out.hidden.into_data();
+                    B::sync(device).map_err(|e| format!("{e:?}"))?;
+                    round_times[i] = started.elapsed().as_secs_f64() * 1e3;
+                }
+                round += 1;
+                if round > options.warmup {
+                    for (all, t) in times.iter_mut().zip(round_times) {
+                        all.push(t);
+                    }
+                }
+                Ok(())
+            })?;
+            variants = Some(
+                models
+                    .iter()
+                    .zip(&times)
+                    .map(|((name, _), t)| {
+                        let ratios: Vec<f64> = t.iter().zip(&times[0]).map(|(a, b)| a / b).collect();
+                        Variant {
+                            workload: name.to_string(),
+                            times_ms: t.clone(),
+                            median_ms: median(t),
+                            ratio_to_base: median(&ratios),
+                        }
+                    })
+                    .collect(),
+            );
+            // The row's own figures are the base model's (round totals
+            // would mean nothing); the variants carry the rest.
+            let (_, setup, peak) = result;
+            (times[0].clone(), setup, peak)
+        }
         Workload::SvdExact | Workload::SvdKrylov | Workload::SvdRandomized | Workload::SvdRandomized10 => {
             let (encoder, _) = model.encoder::<B>(device).map_err(|e| e.to_string())?;
             let config = w.adapter().expect("svd workloads adapt");
@@ -378,11 +475,6 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
     };
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
     Ok(Report {
         tool: "loraxs".into(),
         backend: options.backend.clone(),
@@ -392,13 +484,14 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
         threads: rayon_threads(),
         min_ms: sorted[0],
         max_ms: *sorted.last().expect("at least one repetition"),
-        median_ms: median,
+        median_ms: median(&times),
         times_ms: times,
         setup_rss_bytes: setup,
         peak_rss_bytes: peak,
         values,
         file_bytes,
         last_loss,
+        variants,
     })
 }
 

@@ -165,6 +165,18 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         }
     }
     let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let invocation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for r in &mut results {
+        r["invocation"] = invocation.into();
+    }
+    let order = list(Command::new(&binary).arg("--list"))?;
+    let position = |r: &Value| {
+        let w = r["workload"].as_str().unwrap_or("");
+        let tool = usize::from(r["tool"] != "loraxs");
+        (order.iter().position(|o| o == w).unwrap_or(usize::MAX), tool)
+    };
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for backend in &args.backend {
@@ -173,11 +185,23 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         } else {
             "torch-cpu"
         };
-        let rows: Vec<&Value> = results
-            .iter()
-            .filter(|r| r["backend"] == backend.as_str() || r["backend"] == reference_device)
-            .collect();
         let json_path = out.join(format!("bench-{backend}.json"));
+        // Rows of workloads not rerun now are kept from the last file.
+        let mut merged: Vec<Value> = std::fs::read_to_string(&json_path)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Vec<Value>>(&s).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !workloads.iter().any(|w| r["workload"] == w.as_str()))
+            .collect();
+        merged.extend(
+            results
+                .iter()
+                .filter(|r| r["backend"] == backend.as_str() || r["backend"] == reference_device)
+                .cloned(),
+        );
+        merged.sort_by_key(position);
+        let rows: Vec<&Value> = merged.iter().collect();
         let raw = serde_json::to_string_pretty(&rows).expect("json");
         std::fs::write(&json_path, raw + "\n").map_err(|e| format!("{}: {e}", json_path.display()))?;
         let md_path = out.join(format!("bench-{backend}.md"));

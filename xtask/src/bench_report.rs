@@ -83,7 +83,7 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
         "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), batch {} × {} tokens (fixed length), \
          {} threads for both tools, {} warm-up + {} timed repetitions per workload, each \
          workload in its own process, loraxs and PyTorch interleaved workload by workload. \
-         Machine: {}. Reference: {versions} ({reference}). Whole run: {minutes:.1} min.\n",
+         Machine: {}. Reference: {versions} ({reference}). Latest invocation: {minutes:.1} min.\n",
         args.batch,
         args.seq,
         args.threads,
@@ -91,6 +91,27 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
         args.reps,
         machine()
     );
+    let mut invocations: Vec<u64> = rows
+        .iter()
+        .map(|r| r["invocation"].as_u64().unwrap_or(0))
+        .collect();
+    invocations.sort_unstable();
+    invocations.dedup();
+    if invocations.len() > 1 {
+        let latest = *invocations.last().expect("non-empty");
+        let mut earlier: Vec<&str> = rows
+            .iter()
+            .filter(|r| r["invocation"].as_u64().unwrap_or(0) < latest)
+            .filter_map(|r| r["workload"].as_str())
+            .collect();
+        earlier.dedup();
+        let _ = writeln!(
+            md,
+            "Rows come from {} invocations (`--workloads` reruns replace their rows); measured before the latest one: {}.\n",
+            invocations.len(),
+            earlier.join(", ")
+        );
+    }
     let _ = writeln!(
         md,
         "Times in ms: median (min–max). Memory: peak resident MiB during warm-up and timed \
@@ -118,6 +139,16 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
             _ => "–".into(),
         };
         let mut notes = Vec::new();
+        if let Some(variants) = ours.and_then(|r| r["variants"].as_array()) {
+            for v in variants {
+                notes.push(format!(
+                    "{} {:.1} ms, {:.3}× base",
+                    v["workload"].as_str().unwrap_or("?"),
+                    v["median_ms"].as_f64().unwrap_or(f64::NAN),
+                    v["ratio_to_base"].as_f64().unwrap_or(f64::NAN)
+                ));
+            }
+        }
         for (who, r) in [("loraxs", ours), ("PyTorch", theirs)] {
             if let Some(r) = r {
                 if let Some(v) = r["values"].as_u64() {
@@ -155,7 +186,41 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
             verdict(a / b <= 0.8)
         );
     }
-    if let (Some(m), Some(base)) = (med(backend, "infer-lora-xs-merged"), med(backend, "infer-base")) {
+    // Inference ratios: from `infer-compare` (variants alternating in one
+    // process, paired per round) when it ran, else from separate processes.
+    let paired = find(rows, backend, "infer-compare").and_then(|r| r["variants"].as_array());
+    if let Some(variants) = paired {
+        let ratio = |w: &str| {
+            variants
+                .iter()
+                .find(|v| v["workload"] == w)
+                .and_then(|v| Some((v["ratio_to_base"].as_f64()?, v["median_ms"].as_f64()?)))
+        };
+        let base = ratio("infer-base").map_or(f64::NAN, |(_, m)| m);
+        if let Some((r, m)) = ratio("infer-lora-xs-merged") {
+            let d = (r - 1.0) * 100.0;
+            let _ = writeln!(
+                md,
+                "- Merged adapter within 1% of the base model (`infer-compare`, paired): {d:+.1}% ({m:.0} vs {base:.0} ms) — {}",
+                verdict(d.abs() <= 1.0)
+            );
+        }
+        if let Some((r, m)) = ratio("infer-lora-xs") {
+            let d = (r - 1.0) * 100.0;
+            let _ = writeln!(
+                md,
+                "- Unmerged LoRA-XS overhead ≤ 5% (`infer-compare`, paired): {d:+.1}% ({m:.0} vs {base:.0} ms) — {}",
+                verdict(d <= 5.0)
+            );
+        }
+        if let Some((r, _)) = ratio("infer-lora-xs-factored") {
+            let _ = writeln!(
+                md,
+                "  - the same adapter forced through the three thin matmuls (no per-call fusion): {:+.1}%",
+                (r - 1.0) * 100.0
+            );
+        }
+    } else if let (Some(m), Some(base)) = (med(backend, "infer-lora-xs-merged"), med(backend, "infer-base")) {
         let d = (m / base - 1.0) * 100.0;
         let _ = writeln!(
             md,
@@ -163,7 +228,9 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
             verdict(d.abs() <= 1.0)
         );
     }
-    if let (Some(u), Some(base)) = (med(backend, "infer-lora-xs"), med(backend, "infer-base")) {
+    if paired.is_none()
+        && let (Some(u), Some(base)) = (med(backend, "infer-lora-xs"), med(backend, "infer-base"))
+    {
         let d = (u / base - 1.0) * 100.0;
         let _ = writeln!(
             md,
@@ -171,7 +238,8 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
             verdict(d <= 5.0)
         );
     }
-    if let Some(factored) = med(backend, "infer-lora-xs-factored")
+    if paired.is_none()
+        && let Some(factored) = med(backend, "infer-lora-xs-factored")
         && let Some(base) = med(backend, "infer-base")
     {
         let _ = writeln!(
@@ -182,12 +250,15 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
     }
     if let Some(paper) = med(reference, "svd-randomized-10") {
         for (w, what) in [
-            ("svd-exact", "exact (what `SvdMethod::Auto` picks at these sizes)"),
+            (
+                "svd-krylov",
+                "Krylov (what `SvdMethod::Auto` picks at these sizes)",
+            ),
             (
                 "svd-randomized-10",
                 "randomized, 10 power iterations (the paper's algorithm)",
             ),
-            ("svd-krylov", "Krylov (partial)"),
+            ("svd-exact", "exact (full thin SVD)"),
         ] {
             if let Some(ours) = med(backend, w) {
                 let _ = writeln!(

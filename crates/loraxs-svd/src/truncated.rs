@@ -10,7 +10,9 @@ use crate::{Element, SignConvention, SvdError, krylov, randomized};
 #[non_exhaustive]
 pub enum SvdMethod {
     /// [`SvdMethod::Exact`] for small matrices or large ranks,
-    /// [`SvdMethod::Randomized`] (default settings) otherwise.
+    /// [`SvdMethod::Krylov`] otherwise: both give the top-`r` triplets to
+    /// working precision, Krylov 2–5× faster from a few hundred columns on
+    /// (measured, `docs/results/bench-*.md`).
     #[default]
     Auto,
     /// The full thin SVD (faer's divide and conquer), then truncation.
@@ -95,17 +97,19 @@ impl SvdMethod {
     /// The concrete method [`SvdMethod::Auto`] picks for an `m×n` matrix at
     /// rank `r`; other methods resolve to themselves.
     ///
-    /// Exact is chosen below 512 on the short side, or when the rank is over
-    /// an eighth of it: there the randomized method saves little and loses
-    /// accuracy.
+    /// Exact is chosen up to 64 on the short side, or when the rank is over
+    /// an eighth of it (there the Krylov subspace is nearly the whole
+    /// matrix); Krylov otherwise. Auto never picks the randomized method:
+    /// it is faster still, but its accuracy depends on how fast the
+    /// spectrum decays.
     pub fn resolve(&self, rows: usize, cols: usize, rank: usize) -> SvdMethod {
         match self {
             SvdMethod::Auto => {
                 let k = rows.min(cols);
-                if k <= 512 || rank * 8 > k {
+                if k <= 64 || rank * 8 > k {
                     SvdMethod::Exact
                 } else {
-                    SvdMethod::randomized()
+                    SvdMethod::Krylov
                 }
             }
             other => *other,

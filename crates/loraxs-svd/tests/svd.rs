@@ -168,9 +168,10 @@ fn works_in_f32() {
 
 #[test]
 fn auto_resolves_by_size() {
-    assert_eq!(SvdMethod::Auto.resolve(384, 384, 16), SvdMethod::Exact);
-    assert_eq!(SvdMethod::Auto.resolve(4096, 4096, 16), SvdMethod::randomized());
+    assert_eq!(SvdMethod::Auto.resolve(384, 384, 16), SvdMethod::Krylov);
+    assert_eq!(SvdMethod::Auto.resolve(4096, 4096, 16), SvdMethod::Krylov);
     assert_eq!(SvdMethod::Auto.resolve(4096, 1024, 200), SvdMethod::Exact);
+    assert_eq!(SvdMethod::Auto.resolve(64, 1000, 2), SvdMethod::Exact);
     let w = decaying(20, 10, 1);
     let svd = truncated_svd(w.as_ref(), 2, SvdMethod::Auto).unwrap();
     assert_eq!(svd.method(), SvdMethod::Exact);

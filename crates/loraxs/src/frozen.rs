@@ -100,7 +100,10 @@ pub fn linear_dims<B: Backend>(linear: &Linear<B>) -> (usize, usize) {
 
 /// The weight of a linear layer in PyTorch layout (`out × in`, row-major).
 pub fn torch_weight<B: Backend>(linear: &Linear<B>) -> Vec<f32> {
-    tensor_values(linear.weight.val().transpose())
+    // Read the contiguous burn layout and transpose on the host: reading a
+    // transposed view element by element is ~10× slower on ndarray.
+    let (d_in, d_out) = linear_dims(linear);
+    transpose(&tensor_values(linear.weight.val()), d_in, d_out)
 }
 
 pub(crate) fn tensor2<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
@@ -119,10 +122,16 @@ pub fn tensor_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f3
 /// Transposes a row-major `rows × cols` buffer.
 pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(values.len(), rows * cols, "buffer must hold rows × cols values");
+    // 32×32 tiles keep both the rows read and the rows written in cache.
+    const TILE: usize = 32;
     let mut out = vec![0.0; values.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            out[j * rows + i] = values[i * cols + j];
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    out[j * rows + i] = values[i * cols + j];
+                }
+            }
         }
     }
     out
