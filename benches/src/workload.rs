@@ -221,6 +221,18 @@ pub struct Variant {
     /// Median over repetitions of this variant's time divided by the base
     /// model's time in the same round.
     pub ratio_to_base: f64,
+    /// First and third quartile of those per-round ratios: how far apart
+    /// two runs of the same work land on this machine.
+    pub ratio_quartiles: [f64; 2],
+}
+
+/// The `q`-quantile (0..=1) by linear interpolation.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -417,6 +429,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
                             times_ms: t.clone(),
                             median_ms: median(t),
                             ratio_to_base: median(&ratios),
+                            ratio_quartiles: [quantile(&ratios, 0.25), quantile(&ratios, 0.75)],
                         }
                     })
                     .collect(),

@@ -190,30 +190,42 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
     // process, paired per round) when it ran, else from separate processes.
     let paired = find(rows, backend, "infer-compare").and_then(|r| r["variants"].as_array());
     if let Some(variants) = paired {
-        let ratio = |w: &str| {
-            variants
-                .iter()
-                .find(|v| v["workload"] == w)
-                .and_then(|v| Some((v["ratio_to_base"].as_f64()?, v["median_ms"].as_f64()?)))
+        let variant = |w: &str| variants.iter().find(|v| v["workload"] == w);
+        let base = variant("infer-base")
+            .and_then(|v| v["median_ms"].as_f64())
+            .unwrap_or(f64::NAN);
+        // Identical work measured twice differs by the spread of the
+        // paired ratios; a deviation inside it is not resolved.
+        let line = |w: &str, what: &str, ok: &dyn Fn(f64) -> bool| -> Option<String> {
+            let v = variant(w)?;
+            let r = v["ratio_to_base"].as_f64()?;
+            let m = v["median_ms"].as_f64()?;
+            let q = v["ratio_quartiles"].as_array();
+            let (q1, q3) = q.map_or((r, r), |q| {
+                (q[0].as_f64().unwrap_or(r), q[1].as_f64().unwrap_or(r))
+            });
+            let d = (r - 1.0) * 100.0;
+            let noise = (q3 - q1) / 2.0 * 100.0;
+            let verdict = if ok(d) {
+                verdict(true).to_string()
+            } else if ok(d - noise.copysign(d)) || (d.abs() <= noise) {
+                format!("**not resolved**: inside this machine's noise (±{noise:.1}%)")
+            } else {
+                verdict(false).to_string()
+            };
+            Some(format!(
+                "- {what} (`infer-compare`, paired per round): {d:+.1}% ({m:.0} vs {base:.0} ms; per-round ratios' quartiles {q1:.3}–{q3:.3}) — {verdict}"
+            ))
         };
-        let base = ratio("infer-base").map_or(f64::NAN, |(_, m)| m);
-        if let Some((r, m)) = ratio("infer-lora-xs-merged") {
-            let d = (r - 1.0) * 100.0;
-            let _ = writeln!(
-                md,
-                "- Merged adapter within 1% of the base model (`infer-compare`, paired): {d:+.1}% ({m:.0} vs {base:.0} ms) — {}",
-                verdict(d.abs() <= 1.0)
-            );
+        if let Some(l) = line("infer-lora-xs-merged", "Merged adapter within 1% of the base model", &|d| {
+            d.abs() <= 1.0
+        }) {
+            let _ = writeln!(md, "{l}");
         }
-        if let Some((r, m)) = ratio("infer-lora-xs") {
-            let d = (r - 1.0) * 100.0;
-            let _ = writeln!(
-                md,
-                "- Unmerged LoRA-XS overhead ≤ 5% (`infer-compare`, paired): {d:+.1}% ({m:.0} vs {base:.0} ms) — {}",
-                verdict(d <= 5.0)
-            );
+        if let Some(l) = line("infer-lora-xs", "Unmerged LoRA-XS overhead ≤ 5%", &|d| d <= 5.0) {
+            let _ = writeln!(md, "{l}");
         }
-        if let Some((r, _)) = ratio("infer-lora-xs-factored") {
+        if let Some(r) = variant("infer-lora-xs-factored").and_then(|v| v["ratio_to_base"].as_f64()) {
             let _ = writeln!(
                 md,
                 "  - the same adapter forced through the three thin matmuls (no per-call fusion): {:+.1}%",
