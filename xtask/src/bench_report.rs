@@ -217,9 +217,11 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
                 "- {what} (`infer-compare`, paired per round): {d:+.1}% ({m:.0} vs {base:.0} ms; per-round ratios' quartiles {q1:.3}–{q3:.3}) — {verdict}"
             ))
         };
-        if let Some(l) = line("infer-lora-xs-merged", "Merged adapter within 1% of the base model", &|d| {
-            d.abs() <= 1.0
-        }) {
+        if let Some(l) = line(
+            "infer-lora-xs-merged",
+            "Merged adapter within 1% of the base model",
+            &|d| d.abs() <= 1.0,
+        ) {
             let _ = writeln!(md, "{l}");
         }
         if let Some(l) = line("infer-lora-xs", "Unmerged LoRA-XS overhead ≤ 5%", &|d| d <= 5.0) {
