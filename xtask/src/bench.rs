@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// loraxs-benches`), optionally filtered.
     #[arg(long)]
     pub criterion: bool,
+    /// Rewrite the tables from the committed JSON without measuring
+    /// (after a change to the report itself).
+    #[arg(long)]
+    pub report_only: bool,
     /// Filter for `--criterion`.
     pub filter: Option<String>,
 }
@@ -77,6 +81,27 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             cmd.args(["--", filter]);
         }
         return util::run(&mut cmd);
+    }
+    if args.report_only {
+        let out = root.join(&args.out);
+        for backend in &args.backend {
+            let reference_device = if backend == "cuda" {
+                "torch-cuda"
+            } else {
+                "torch-cpu"
+            };
+            let json_path = out.join(format!("bench-{backend}.json"));
+            let text =
+                std::fs::read_to_string(&json_path).map_err(|e| format!("{}: {e}", json_path.display()))?;
+            let merged: Vec<Value> =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json_path.display()))?;
+            let rows: Vec<&Value> = merged.iter().collect();
+            let md_path = out.join(format!("bench-{backend}.md"));
+            let table = crate::bench_report::markdown(backend, reference_device, &rows, args, f64::NAN);
+            std::fs::write(&md_path, table).map_err(|e| format!("{}: {e}", md_path.display()))?;
+            println!("rewrote {}", md_path.display());
+        }
+        return Ok(());
     }
     let python = if args.no_reference {
         None

@@ -77,18 +77,45 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
             )
         })
         .unwrap_or_else(|| "not run".into());
+    // Repetitions as recorded in each row (reruns may use other counts).
+    let mut reps: Vec<(usize, Vec<&str>)> = Vec::new();
+    for r in rows {
+        let n = r["times_ms"].as_array().map_or(0, Vec::len);
+        let w = r["workload"].as_str().unwrap_or("?");
+        match reps.iter_mut().find(|(m, _)| *m == n) {
+            Some((_, ws)) if !ws.contains(&w) => ws.push(w),
+            Some(_) => {}
+            None => reps.push((n, vec![w])),
+        }
+    }
+    reps.sort_by_key(|(_, ws)| std::cmp::Reverse(ws.len()));
+    let main_reps = reps.first().map_or(0, |(n, _)| *n);
+    let other_reps = reps
+        .iter()
+        .skip(1)
+        .map(|(n, ws)| format!("{n} for {}", ws.join(", ")))
+        .collect::<Vec<_>>();
+    let other_reps = if other_reps.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", other_reps.join("; "))
+    };
+    let duration = if minutes.is_finite() {
+        format!(" Latest invocation: {minutes:.1} min.")
+    } else {
+        String::new()
+    };
     let _ = writeln!(md, "# `cargo xtask bench`: loraxs on `{backend}` vs PyTorch\n");
     let _ = writeln!(
         md,
         "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), batch {} × {} tokens (fixed length), \
-         {} threads for both tools, {} warm-up + {} timed repetitions per workload, each \
+         {} threads for both tools, {} warm-up + {main_reps} timed repetitions per workload{other_reps}, each \
          workload in its own process, loraxs and PyTorch interleaved workload by workload. \
-         Machine: {}. Reference: {versions} ({reference}). Latest invocation: {minutes:.1} min.\n",
+         Machine: {}. Reference: {versions} ({reference}).{duration}\n",
         args.batch,
         args.seq,
         args.threads,
         args.warmup,
-        args.reps,
         machine()
     );
     let mut invocations: Vec<u64> = rows
