@@ -85,21 +85,13 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     if args.report_only {
         let out = root.join(&args.out);
         for backend in &args.backend {
-            let reference_device = if backend == "cuda" {
-                "torch-cuda"
-            } else {
-                "torch-cpu"
-            };
             let json_path = out.join(format!("bench-{backend}.json"));
             let text =
                 std::fs::read_to_string(&json_path).map_err(|e| format!("{}: {e}", json_path.display()))?;
             let merged: Vec<Value> =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json_path.display()))?;
             let rows: Vec<&Value> = merged.iter().collect();
-            let md_path = out.join(format!("bench-{backend}.md"));
-            let table = crate::bench_report::markdown(backend, reference_device, &rows, args, f64::NAN);
-            std::fs::write(&md_path, table).map_err(|e| format!("{}: {e}", md_path.display()))?;
-            println!("rewrote {}", md_path.display());
+            write_markdown(&out, backend, &rows, args, f64::NAN)?;
         }
         return Ok(());
     }
@@ -205,11 +197,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for backend in &args.backend {
-        let reference_device = if backend == "cuda" {
-            "torch-cuda"
-        } else {
-            "torch-cpu"
-        };
+        let reference_device = reference_device(backend);
         let json_path = out.join(format!("bench-{backend}.json"));
         // Rows of workloads not rerun now are kept from the last file.
         let mut merged: Vec<Value> = std::fs::read_to_string(&json_path)
@@ -229,11 +217,33 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         let rows: Vec<&Value> = merged.iter().collect();
         let raw = serde_json::to_string_pretty(&rows).expect("json");
         std::fs::write(&json_path, raw + "\n").map_err(|e| format!("{}: {e}", json_path.display()))?;
-        let md_path = out.join(format!("bench-{backend}.md"));
-        let table = crate::bench_report::markdown(backend, reference_device, &rows, args, minutes);
-        std::fs::write(&md_path, table).map_err(|e| format!("{}: {e}", md_path.display()))?;
-        println!("wrote {} and {}", md_path.display(), json_path.display());
+        println!("wrote {}", json_path.display());
+        write_markdown(&out, backend, &rows, args, minutes)?;
     }
+    Ok(())
+}
+
+/// The reference rows a backend is compared with.
+fn reference_device(backend: &str) -> &'static str {
+    if backend == "cuda" {
+        "torch-cuda"
+    } else {
+        "torch-cpu"
+    }
+}
+
+/// Writes `bench-<backend>.md` from its rows.
+fn write_markdown(
+    out: &Path,
+    backend: &str,
+    rows: &[&Value],
+    args: &BenchArgs,
+    minutes: f64,
+) -> Result<(), String> {
+    let md_path = out.join(format!("bench-{backend}.md"));
+    let table = crate::bench_report::markdown(backend, reference_device(backend), rows, args, minutes);
+    std::fs::write(&md_path, table).map_err(|e| format!("{}: {e}", md_path.display()))?;
+    println!("wrote {}", md_path.display());
     Ok(())
 }
 
