@@ -235,7 +235,8 @@ fn quantile(values: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The median (mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();

@@ -17,16 +17,6 @@ fn method_label(r: &RunRecord) -> String {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Rows: method and rank, with trainable parameters; columns: tasks (the
 /// headline metric named) and their average; cells: median over seeds of
 /// the best epoch, ×100.
@@ -86,7 +76,7 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
                 Some(grid) => {
                     let (m, seeds) = grid
                         .values()
-                        .map(|v| (median(v.clone()), v.len()))
+                        .map(|v| (loraxs_benches::workload::median(v), v.len()))
                         .max_by(|a, b| a.0.total_cmp(&b.0))
                         .expect("a cell has at least one run");
                     sum += m;
