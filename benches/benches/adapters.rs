@@ -6,7 +6,8 @@
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{Tensor, backend::Backend};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use loraxs::{AdapterConfig, LoraLinear, LoraXsLinear, Mergeable, set_linear_trainable};
+use loraxs::interop::set_linear_trainable;
+use loraxs::{AdapterConfig, AdapterLayer, LoraLinear, LoraXsLinear};
 use loraxs_benches::frozen_linear;
 
 const TOKENS: usize = 4096;

@@ -5,8 +5,10 @@
 //!   slowly decaying spectrum built by [`weight`];
 //! - whole-model [`workload`]s (training step, inference, SVD
 //!   initialisation, adapter files) run one per process by the
-//!   `loraxs-workload` binary, which `cargo xtask bench` starts side by
-//!   side with the PyTorch reference in `benches/torch_reference/`.
+//!   `loraxs-workload` binary, which the `loraxs-bench` runner ([`runner`],
+//!   `cargo xtask bench`) starts side by side with the PyTorch reference in
+//!   `benches/torch_reference/`, judging the figures against the targets
+//!   in `benches/targets.json` ([`targets`]).
 //!
 //! ```
 //! let w = loraxs_benches::weight(8, 6, 1);
@@ -15,6 +17,9 @@
 //! ```
 
 pub mod memory;
+pub mod report;
+pub mod runner;
+pub mod targets;
 pub mod workload;
 
 use burn::nn::Linear;
@@ -51,5 +56,5 @@ pub fn weight(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
 /// A frozen `d_in → d_out` linear layer with bias from [`weight`].
 pub fn frozen_linear<B: Backend>(d_out: usize, d_in: usize, seed: u64, device: &B::Device) -> Linear<B> {
     let bias = vec![0.01; d_out];
-    loraxs::linear_from_torch(weight(d_out, d_in, seed), d_out, d_in, Some(bias), device)
+    loraxs::interop::linear_from_torch(weight(d_out, d_in, seed), d_out, d_in, Some(bias), device)
 }

@@ -235,17 +235,7 @@ fn quantile(values: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-/// The median (mean of the middle two for an even count).
-pub fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
+pub use loraxs_experiments::median;
 
 /// Fixed-length random token ids (seeded), all real tokens.
 pub fn token_batch(batch: usize, seq: usize, vocab: usize) -> TokenBatch {
@@ -321,7 +311,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
             type AB<B> = Autodiff<B>;
             let (encoder, _) = model.encoder::<AB<B>>(device).map_err(|e| e.to_string())?;
             let encoder = match w.adapter() {
-                Some(config) => loraxs::inject(encoder, &config).map_err(|e| e.to_string())?.0,
+                Some(config) => loraxs::inject(encoder, &config).map_err(|e| e.to_string())?.model,
                 None => encoder.map(&mut TrainAll),
             };
             let head = HeadConfig::new(HeadStyle::Bert, encoder.hidden_size(), 2).init::<AB<B>>(device);
@@ -348,7 +338,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
                 let loss = loss_fn.forward(logits, labels.clone());
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 classifier = Some(optim.step(1e-4, model, grads));
-                loss_value = loraxs::tensor_values(loss)[0] as f64;
+                loss_value = loraxs::interop::tensor_values(loss)[0] as f64;
                 B::sync(device).map_err(|e| format!("{e:?}"))
             })?;
             last_loss = Some(loss_value);
@@ -361,7 +351,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
             let (encoder, _) = model.encoder::<B>(device).map_err(|e| e.to_string())?;
             let encoder = match w.adapter() {
                 Some(config) => {
-                    let adapted = loraxs::inject(encoder, &config).map_err(|e| e.to_string())?.0;
+                    let adapted = loraxs::inject(encoder, &config).map_err(|e| e.to_string())?.model;
                     // A trained-looking R (the N(0, 1e-5) init is nearly zero).
                     let adapted = randomise_r(adapted);
                     match w {
@@ -385,7 +375,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
             let unmerged = randomise_r(
                 loraxs::inject(encoder.clone(), &config)
                     .map_err(|e| e.to_string())?
-                    .0,
+                    .model,
             );
             let models = [
                 ("infer-base", encoder),
@@ -445,7 +435,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
             let config = w.adapter().expect("svd workloads adapt");
             time(options, || {
                 let fresh = encoder.clone();
-                let (adapted, _) = loraxs::inject(fresh, &config).map_err(|e| e.to_string())?;
+                let adapted = loraxs::inject(fresh, &config).map_err(|e| e.to_string())?;
                 drop(adapted);
                 B::sync(device).map_err(|e| format!("{e:?}"))
             })?
@@ -453,8 +443,8 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
         Workload::AdapterSave | Workload::AdapterLoad | Workload::AdapterLoadStoredFactors => {
             let (encoder, _) = model.encoder::<B>(device).map_err(|e| e.to_string())?;
             let config = w.adapter().expect("adapter workloads adapt");
-            let (adapted, _) = loraxs::inject(encoder.clone(), &config).map_err(|e| e.to_string())?;
-            let adapted = randomise_r(adapted);
+            let adapted = loraxs::inject(encoder.clone(), &config).map_err(|e| e.to_string())?;
+            let adapted = adapted.map(randomise_r);
             std::fs::create_dir_all(&options.scratch)
                 .map_err(|e| format!("{}: {e}", options.scratch.display()))?;
             let store_factors = w == Workload::AdapterLoadStoredFactors;
@@ -462,8 +452,9 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
                 .scratch
                 .join(format!("{}-{}.safetensors", w.name(), options.backend));
             let save = || -> Result<(), String> {
-                AdapterFile::from_model(&adapted, &config, SaveOptions { store_factors })
-                    .and_then(|file| file.save(&path))
+                adapted
+                    .save(&path, SaveOptions { store_factors })
+                    .map(drop)
                     .map_err(|e| e.to_string())
             };
             save()?;
@@ -478,7 +469,7 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
             } else {
                 time(options, || {
                     let file = AdapterFile::load(&path).map_err(|e| e.to_string())?;
-                    let (loaded, _) = file.apply(encoder.clone(), &path).map_err(|e| e.to_string())?;
+                    let loaded = file.apply(encoder.clone(), &path).map_err(|e| e.to_string())?;
                     drop(loaded);
                     B::sync(device).map_err(|e| format!("{e:?}"))
                 })?
@@ -511,20 +502,17 @@ pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, 
 
 /// Replaces every LoRA-XS `R` with N(0, 0.01) values, as a trained adapter
 /// would have (the merged and unmerged paths then do real work).
-fn randomise_r<B: Backend>(encoder: Encoder<B>) -> Encoder<B> {
+fn randomise_r<B: Backend>(mut encoder: Encoder<B>) -> Encoder<B> {
     use loraxs::{AdaptedLinear, AdapterHost};
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    encoder.map_linears(&mut |_, layer| match layer {
-        AdaptedLinear::LoraXs(mut xs) => {
+    encoder.linears_mut(&mut |_, layer| {
+        if let AdaptedLinear::LoraXs(xs) = layer {
             let [r, _] = xs.r.dims();
             let values: Vec<f32> = (0..r * r).map(|_| (rng.random::<f32>() - 0.5) * 0.02).collect();
-            let device = xs.r.device();
-            let tensor = Tensor::<B, 2>::from_data(TensorData::new(values, [r, r]), &device);
-            xs.r = xs.r.map(|_| tensor);
-            AdaptedLinear::LoraXs(xs)
+            xs.r = loraxs::interop::replace_values(xs.r.clone(), &values, false);
         }
-        other => other,
-    })
+    });
+    encoder
 }
 
 fn rayon_threads() -> usize {

@@ -1,16 +1,15 @@
 //! Project automation, run as `cargo xtask <command>` (the alias lives in
-//! `.cargo/config.toml`), in the style of rust-analyzer's xtask: plain Rust,
-//! no extra tooling to install.
+//! `.cargo/config.toml`), in the style of rust-analyzer's xtask: argument
+//! parsing and calls into the library crates or their binaries, nothing
+//! else. It links no tensor library, so `fetch` and `params` answer before
+//! burn is built; `reproduce` and `report` run `loraxs-experiments`, `bench`
+//! runs `loraxs-bench`, both through cargo.
 
-mod bench;
-mod bench_report;
-mod fetch;
 mod params;
-mod report;
-mod reproduce;
-mod util;
 
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -23,29 +22,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Download models into the cache (datasets/cache, or $LORAXS_CACHE_DIR).
+    /// Download models or GLUE into the cache (datasets/cache, or $LORAXS_CACHE_DIR).
     Fetch {
         #[command(subcommand)]
         what: FetchWhat,
     },
     /// Print the paper's trainable-parameter table from model configs alone.
     Params,
-    /// Reproduce a table of the paper (`glue`).
+    /// Reproduce a table of the paper: `cargo xtask reproduce glue [flags]`
+    /// (flags: `cargo xtask reproduce glue --help`). Runs `loraxs-experiments`.
+    #[command(disable_help_flag = true)]
     Reproduce {
-        #[command(subcommand)]
-        what: ReproduceWhat,
+        /// Passed to `loraxs-experiments reproduce`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Rewrite a table from its results file: `cargo xtask report glue [flags]`.
+    #[command(disable_help_flag = true)]
+    Report {
+        /// Passed to `loraxs-experiments report`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// Whole-model benchmarks on loraxs and the PyTorch reference, side by
-    /// side (`docs/results/bench-<backend>.md`); `--criterion` runs the
-    /// kernel suites instead.
-    Bench(Box<bench::BenchArgs>),
-}
-
-#[derive(Subcommand)]
-enum ReproduceWhat {
-    /// The GLUE table: `--profile quick` (default, ~45 min on 2 CPU cores),
-    /// `paper` (roberta-large grid, for CUDA), `smoke` (CI).
-    Glue(Box<reproduce::ReproduceArgs>),
+    /// side (`docs/results/bench-<backend>.md`); flags: `cargo xtask bench --help`.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Passed to `loraxs-bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -60,20 +66,65 @@ enum FetchWhat {
     Glue,
 }
 
+/// The workspace root.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Whether the forwarded arguments ask for the CUDA backend.
+fn wants_cuda(args: &[OsString]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    args.iter().enumerate().any(|(i, a)| {
+        let value = match a.strip_prefix("--backend") {
+            Some("") => args.get(i + 1).copied().unwrap_or(""),
+            Some(rest) => rest.trim_start_matches('='),
+            None => return false,
+        };
+        value.split(',').any(|b| b == "cuda")
+    })
+}
+
+/// `cargo run` of `bin` in `package` from the workspace root, with
+/// `--features cuda` when the arguments ask for CUDA.
+fn cargo_run(package: &str, bin: &str, leading: &[&str], args: Vec<OsString>) -> Result<(), String> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(project_root())
+        .args(["run", "--quiet", "-p", package, "--bin", bin]);
+    if wants_cuda(&args) {
+        cmd.args(["--features", "cuda"]);
+    }
+    cmd.arg("--").args(leading).args(args);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{bin} failed ({status})"))
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Cmd::Fetch {
             what: FetchWhat::Model { name },
-        } => fetch::fetch_model(&name).map(|_| ()),
+        } => loraxs_models::fetch::fetch_model(&name)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Cmd::Fetch {
             what: FetchWhat::Glue,
-        } => fetch::fetch_glue().map(|dir| println!("LORAXS_DATA_DIR={}", dir.display())),
+        } => loraxs_models::fetch::fetch_glue()
+            .map(|dir| println!("LORAXS_DATA_DIR={}", dir.display()))
+            .map_err(|e| e.to_string()),
         Cmd::Params => params::params(),
-        Cmd::Reproduce {
-            what: ReproduceWhat::Glue(args),
-        } => reproduce::reproduce_glue(&args),
-        Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Reproduce { args } => {
+            cargo_run("loraxs-experiments", "loraxs-experiments", &["reproduce"], args)
+        }
+        Cmd::Report { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["report"], args),
+        Cmd::Bench { args } => cargo_run("loraxs-benches", "loraxs-bench", &[], args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,5 +132,19 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_cuda;
+
+    #[test]
+    fn cuda_is_found_in_every_spelling() {
+        let args = |s: &str| s.split(' ').map(Into::into).collect::<Vec<_>>();
+        assert!(wants_cuda(&args("glue --backend cuda")));
+        assert!(wants_cuda(&args("glue --backend=flex,cuda")));
+        assert!(!wants_cuda(&args("glue --backend flex --model cuda")));
+        assert!(!wants_cuda(&args("glue")));
     }
 }

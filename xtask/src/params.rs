@@ -1,111 +1,49 @@
 //! `cargo xtask params`: the paper's trainable-parameter table, computed
-//! from model configs alone (no weights needed). The configs ship in
-//! `xtask/configs/`.
-
-use serde::Deserialize;
+//! from model configs alone (no weights, no tensor library): module names
+//! and shapes from `loraxs-models`, per-method counts from each method's
+//! spec in `loraxs`. The configs ship in `crates/loraxs-models/configs/`.
 
 use loraxs::{AdapterConfig, Method, TargetModules};
-use loraxs_models::EncoderConfig;
+use loraxs_models::{DecoderConfig, EncoderConfig, LinearModule};
 
-use crate::util::project_root;
-
-/// One adaptable linear layer: dotted name, `in`, `out`, bias.
-struct Module {
-    name: String,
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
+/// The configs the table is computed from, shipped with `loraxs-models`.
+fn config_path(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/loraxs-models/configs")
+        .join(file)
 }
 
-/// Architecture fields of a decoder `config.json` (Llama family).
-#[derive(Deserialize)]
-struct DecoderConfig {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: usize,
-    head_dim: Option<usize>,
-    #[serde(default)]
-    tie_word_embeddings: bool,
+fn read(file: &str) -> Result<String, String> {
+    let path = config_path(file);
+    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 struct Model {
     name: &'static str,
-    modules: Vec<Module>,
+    modules: Vec<LinearModule>,
     /// Every parameter of the base model.
     total: usize,
     /// A sequence-classification head (RoBERTa style, 2 labels); encoders only.
     head: Option<usize>,
 }
 
-fn read(file: &str) -> Result<String, String> {
-    let path = project_root().join("xtask/configs").join(file);
-    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// `<prefix>.<layer>.<suffix>` for every layer and per-layer shape.
-fn layer_modules(prefix: &str, layers: usize, shapes: &[(&str, usize, usize)], bias: bool) -> Vec<Module> {
-    (0..layers)
-        .flat_map(|i| {
-            shapes.iter().map(move |&(suffix, d_in, d_out)| Module {
-                name: format!("{prefix}.{i}.{suffix}"),
-                d_in,
-                d_out,
-                bias,
-            })
-        })
-        .collect()
-}
-
 fn encoder(name: &'static str, file: &str) -> Result<Model, String> {
-    let path = project_root().join("xtask/configs").join(file);
-    let c = EncoderConfig::from_json(&read(file)?, &path).map_err(|e| e.to_string())?;
-    let (h, f) = (c.hidden_size, c.intermediate_size);
-    let shapes = [
-        ("attention.self.query", h, h),
-        ("attention.self.key", h, h),
-        ("attention.self.value", h, h),
-        ("attention.output.dense", h, h),
-        ("intermediate.dense", h, f),
-        ("output.dense", f, h),
-    ];
-    let modules = layer_modules("encoder.layer", c.num_hidden_layers, &shapes, true);
-    let linear: usize = modules.iter().map(|m| m.d_in * m.d_out + m.d_out).sum();
-    let embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * h + 2 * h;
-    let norms = c.num_hidden_layers * 4 * h;
-    let pooler = h * h + h;
+    let c = EncoderConfig::from_json(&read(file)?, &config_path(file)).map_err(|e| e.to_string())?;
+    let h = c.hidden_size;
     Ok(Model {
         name,
-        modules,
-        total: linear + embeddings + norms + pooler,
+        modules: c.linear_modules(),
+        total: c.total_params(),
         head: Some(h * h + h + 2 * h + 2),
     })
 }
 
 fn decoder(name: &'static str, file: &str) -> Result<Model, String> {
-    let c: DecoderConfig = serde_json::from_str(&read(file)?).map_err(|e| format!("{file}: {e}"))?;
-    let (h, f) = (c.hidden_size, c.intermediate_size);
-    let hd = c.head_dim.unwrap_or(h / c.num_attention_heads);
-    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    let shapes = [
-        ("self_attn.q_proj", h, q),
-        ("self_attn.k_proj", h, kv),
-        ("self_attn.v_proj", h, kv),
-        ("self_attn.o_proj", q, h),
-        ("mlp.gate_proj", h, f),
-        ("mlp.up_proj", h, f),
-        ("mlp.down_proj", f, h),
-    ];
-    let modules = layer_modules("model.layers", c.num_hidden_layers, &shapes, false);
-    let linear: usize = modules.iter().map(|m| m.d_in * m.d_out).sum();
-    let embeddings = c.vocab_size * h * if c.tie_word_embeddings { 1 } else { 2 };
-    let norms = c.num_hidden_layers * 2 * h + h;
+    let c = DecoderConfig::from_json(&read(file)?, &config_path(file)).map_err(|e| e.to_string())?;
     Ok(Model {
         name,
-        modules,
-        total: linear + embeddings + norms,
+        modules: c.linear_modules(),
+        total: c.total_params(),
         head: None,
     })
 }
@@ -119,11 +57,7 @@ fn trainable(model: &Model, config: &AdapterConfig) -> usize {
         .modules
         .iter()
         .filter(|m| config.targets.matches(&m.name))
-        .map(|m| {
-            config
-                .method
-                .trainable_per_module(m.d_in, m.d_out, config.rank, m.bias)
-        })
+        .map(|m| config.method.spec().trainable_values(m.shape, config.rank))
         .sum()
 }
 
@@ -142,15 +76,7 @@ fn human(n: usize) -> String {
 /// Prints the table.
 pub fn params() -> Result<(), String> {
     let qv = TargetModules::new(["query", "value"]);
-    let decoder_targets = TargetModules::new([
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ]);
+    let decoder_targets = TargetModules::paper_decoder();
     println!("| model | method | rank | targets | trainable (adapter) | exact | head (separate) |");
     println!("|---|---|---:|---|---:|---:|---:|");
     let row = |model: &Model, config: AdapterConfig, targets: &str| {
@@ -236,15 +162,7 @@ mod tests {
         let large = encoder("roberta-large", "roberta-large.json").unwrap();
         assert_eq!(large.total, 355_359_744);
         let mistral = decoder("Mistral-7B", "mistral-7b.json").unwrap();
-        let all = TargetModules::new([
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]);
+        let all = TargetModules::paper_decoder();
         assert_eq!(
             trainable(&mistral, &AdapterConfig::lora_xs(64).with_targets(all.clone())),
             917_504

@@ -10,9 +10,9 @@
 
 use std::path::PathBuf;
 
-use burn::backend::{Flex, NdArray};
 use clap::Parser;
-use loraxs_benches::workload::{Options, Workload, run};
+use loraxs_benches::workload::{Options, Report, Workload, run};
+use loraxs_experiments::{BackendKind, OnBackend};
 
 #[derive(Parser)]
 #[command(about = "One loraxs benchmark workload; prints a JSON line")]
@@ -68,18 +68,8 @@ fn main() {
             scratch: args.scratch.clone(),
             backend: args.backend.clone(),
         };
-        match args.backend.as_str() {
-            "ndarray" => run::<NdArray<f32>>(&options, &Default::default()),
-            "flex" => run::<Flex>(&options, &Default::default()),
-            #[cfg(feature = "cuda")]
-            "cuda" => {
-                use burn::backend::Cuda;
-                run::<Cuda>(&options, &Default::default())
-            }
-            #[cfg(not(feature = "cuda"))]
-            "cuda" => Err("this binary was built without `--features cuda`".into()),
-            other => Err(format!("unknown backend `{other}`: ndarray, flex or cuda")),
-        }
+        let backend: BackendKind = args.backend.parse().map_err(|e| format!("{e}"))?;
+        backend.run(RunWorkload(&options)).map_err(|e| e.to_string())?
     });
     match result {
         Ok(report) => println!("{}", serde_json::to_string(&report).expect("report serialises")),
@@ -87,5 +77,15 @@ fn main() {
             eprintln!("error: {message}");
             std::process::exit(1);
         }
+    }
+}
+
+struct RunWorkload<'a>(&'a Options);
+
+impl OnBackend for RunWorkload<'_> {
+    type Output = Result<Report, String>;
+
+    fn run<B: burn::tensor::backend::Backend>(self) -> Self::Output {
+        run::<B>(self.0, &Default::default())
     }
 }

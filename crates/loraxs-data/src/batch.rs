@@ -3,7 +3,7 @@
 //! length), shuffled deterministically from a seed, optionally grouped by
 //! length so that little compute goes to padding.
 
-use loraxs_models::{TextTokenizer, TokenBatch, TokenSequence};
+use loraxs_tokenizer::{TextTokenizer, TokenBatch, TokenSequence};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,7 +33,7 @@ pub struct LabelledBatch {
 
 impl TokenizedSet {
     /// Tokenises `examples` (truncated to the tokenizer's maximum length).
-    pub fn new(examples: &[Example], tokenizer: &TextTokenizer) -> loraxs_models::Result<Self> {
+    pub fn new(examples: &[Example], tokenizer: &TextTokenizer) -> loraxs_tokenizer::Result<Self> {
         let mut sequences = Vec::with_capacity(examples.len());
         // Chunks keep memory bounded and let the tokenizer parallelise.
         for chunk in examples.chunks(4096) {

@@ -1,7 +1,7 @@
 //! Batching: padding to the longest, deterministic shuffles, bucketing.
 
 use loraxs_data::{Label, TokenizedSet};
-use loraxs_models::TokenSequence;
+use loraxs_tokenizer::TokenSequence;
 
 fn set(lengths: &[usize]) -> TokenizedSet {
     TokenizedSet {

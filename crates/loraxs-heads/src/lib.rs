@@ -20,11 +20,35 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use loraxs::{
-    AdapterError, AdapterFile, ParamCount, StoredTensor, tensor_values, torch_weight, trainable_named,
-};
+use loraxs::interop::{tensor_values, torch_weight, trainable_named, transpose};
+use loraxs::{AdapterError, AdapterFile, ParamCount, StoredTensor};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+/// Why a head could not be stored in or loaded from an adapter file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// The file lacks a tensor the head needs.
+    #[error("head tensor `{tensor}` is missing")]
+    MissingTensor {
+        /// The tensor.
+        tensor: String,
+    },
+    /// A head tensor has another shape than the head.
+    #[error("head tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// The tensor.
+        tensor: String,
+        /// The head's shape.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// The adapter file refused a tensor.
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+}
 
 /// Which Hugging Face head layout to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +101,9 @@ impl HeadConfig {
                     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * 0.02) as f32
                 })
                 .collect();
-            let l = loraxs::linear_from_torch::<B>(weight, d_out, d_in, Some(vec![0.0; d_out]), device);
-            loraxs::linear_trainable_named(l, name)
+            let l =
+                loraxs::interop::linear_from_torch::<B>(weight, d_out, d_in, Some(vec![0.0; d_out]), device);
+            loraxs::interop::linear_trainable_named(l, name)
         };
         let h = self.hidden_size;
         let dense = (self.style == HeadStyle::Roberta).then(|| linear(h, h, "head.dense"));
@@ -172,26 +197,26 @@ impl<B: Backend> Head<B> {
 
     /// Loads the head's tensors from an adapter file, checking every name
     /// and shape.
-    pub fn load(mut self, file: &AdapterFile) -> Result<Self, String> {
-        let get = |name: &str, shape: Vec<usize>| -> Result<&StoredTensor, String> {
-            let t = file
-                .tensors
-                .get(name)
-                .ok_or_else(|| format!("head tensor `{name}` is missing"))?;
+    pub fn load(mut self, file: &AdapterFile) -> Result<Self, HeadError> {
+        let get = |name: &str, shape: Vec<usize>| -> Result<&StoredTensor, HeadError> {
+            let t = file.tensors.get(name).ok_or_else(|| HeadError::MissingTensor {
+                tensor: name.to_string(),
+            })?;
             if t.shape != shape {
-                return Err(format!(
-                    "head tensor `{name}` has shape {:?}, expected {shape:?}",
-                    t.shape
-                ));
+                return Err(HeadError::ShapeMismatch {
+                    tensor: name.to_string(),
+                    expected: shape,
+                    found: t.shape.clone(),
+                });
             }
             Ok(t)
         };
-        let load = |name: &str, l: Linear<B>| -> Result<Linear<B>, String> {
+        let load = |name: &str, l: Linear<B>| -> Result<Linear<B>, HeadError> {
             let [d_in, d_out] = l.weight.dims();
             let device = l.weight.device();
             let w = get(&format!("head.{name}.weight"), vec![d_out, d_in])?;
             let b = get(&format!("head.{name}.bias"), vec![d_out])?;
-            let weight = loraxs::transpose(&w.values, d_out, d_in);
+            let weight = transpose(&w.values, d_out, d_in);
             let weight = Tensor::<B, 2>::from_data(TensorData::new(weight, [d_in, d_out]), &device);
             let bias = Tensor::<B, 1>::from_data(TensorData::new(b.values.clone(), [d_out]), &device);
             Ok(Linear {

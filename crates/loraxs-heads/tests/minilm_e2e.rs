@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use loraxs::{AdapterConfig, AdapterFile, SaveOptions, inject, load_adapter, merge, tensor_values};
+use loraxs::interop::tensor_values;
+use loraxs::{AdapterConfig, AdapterFile, SaveOptions, inject, load_adapter, merge};
 use loraxs_heads::{HeadConfig, HeadStyle};
 use loraxs_models::{DEFAULT_MAX_LENGTH, Encoder, ModelDir, TokenBatch};
 
@@ -65,7 +66,7 @@ fn train_save_load_merge_on_minilm() {
     let batch = batch(&dir);
     let config = AdapterConfig::lora_xs(4);
     let (encoder, _) = dir.encoder::<AB>(&device).unwrap();
-    let (encoder, _) = inject(encoder, &config).unwrap();
+    let encoder = inject(encoder, &config).unwrap().model;
     let head = HeadConfig::new(HeadStyle::Roberta, 384, 2).init::<AB>(&device);
     let mut model = Classifier { encoder, head };
     let labels = burn::tensor::Tensor::<AB, 1, burn::tensor::Int>::from_data([1i64, 0], &device);
@@ -106,6 +107,8 @@ fn train_save_load_merge_on_minilm() {
 
     let (base, _) = dir.encoder::<Cpu>(&device).unwrap();
     let (loaded, file) = load_adapter(base, &path).unwrap();
+    assert_eq!(loaded.config, config);
+    let loaded = loaded.model;
     assert_eq!(
         hidden(&loaded, &batch),
         y,

@@ -7,11 +7,13 @@ use burn::tensor::activation::{gelu, relu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use loraxs::{AdaptedLinear, AdapterHost, ParamCount, frozen, linear_from_torch};
+use loraxs::interop::{frozen, linear_from_torch};
+use loraxs::{AdaptedLinear, AdapterHost, ParamCount};
+use loraxs_tokenizer::TokenBatch;
 
+use crate::arch::{ENCODER_LAYER_LINEARS, encoder_layer_prefix};
 use crate::config::{Activation, EncoderConfig, ModelType};
 use crate::dropout::FastDropout;
-use crate::tokenizer::TokenBatch;
 use crate::weights::{LoadReport, Weights};
 use crate::{ModelError, Result};
 
@@ -55,8 +57,9 @@ pub struct EncoderLayer<B: Backend> {
     pub dropout: FastDropout,
     /// Attention heads.
     pub heads: usize,
-    /// Feed-forward activation: 0 exact GELU, 1 tanh GELU, 2 ReLU.
-    pub activation: usize,
+    /// Feed-forward activation.
+    #[module(skip)]
+    pub activation: Activation,
 }
 
 /// A BERT-family encoder.
@@ -149,11 +152,7 @@ impl<B: Backend> Encoder<B> {
         mut w: Weights,
         device: &B::Device,
     ) -> Result<(Self, LoadReport)> {
-        let (h, ffn, eps) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.layer_norm_eps,
-        );
+        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
         let dropout = FastDropout::new(config.hidden_dropout_prob);
         let embeddings = Embeddings {
             word: embedding(&mut w, "embeddings.word_embeddings", config.vocab_size, h, device),
@@ -174,19 +173,17 @@ impl<B: Backend> Encoder<B> {
             norm: layer_norm(&mut w, "embeddings.LayerNorm", h, eps, device),
             dropout: dropout.clone(),
         };
-        let activation = match config.hidden_act {
-            Activation::Gelu => 0,
-            Activation::GeluTanh => 1,
-            Activation::Relu => 2,
-        };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
-                let p = format!("encoder.layer.{i}");
+                let p = encoder_layer_prefix(i);
+                let [query, key, value, attention_output, intermediate, output] = config
+                    .layer_linears()
+                    .map(|(suffix, s)| linear(&mut w, &format!("{p}.{suffix}"), s.d_out, s.d_in, device));
                 EncoderLayer {
-                    query: linear(&mut w, &format!("{p}.attention.self.query"), h, h, device),
-                    key: linear(&mut w, &format!("{p}.attention.self.key"), h, h, device),
-                    value: linear(&mut w, &format!("{p}.attention.self.value"), h, h, device),
-                    attention_output: linear(&mut w, &format!("{p}.attention.output.dense"), h, h, device),
+                    query,
+                    key,
+                    value,
+                    attention_output,
                     attention_norm: layer_norm(
                         &mut w,
                         &format!("{p}.attention.output.LayerNorm"),
@@ -194,13 +191,13 @@ impl<B: Backend> Encoder<B> {
                         eps,
                         device,
                     ),
-                    intermediate: linear(&mut w, &format!("{p}.intermediate.dense"), ffn, h, device),
-                    output: linear(&mut w, &format!("{p}.output.dense"), h, ffn, device),
+                    intermediate,
+                    output,
                     output_norm: layer_norm(&mut w, &format!("{p}.output.LayerNorm"), h, eps, device),
                     attention_dropout: FastDropout::new(config.attention_probs_dropout_prob),
                     dropout: dropout.clone(),
                     heads: config.num_attention_heads,
-                    activation,
+                    activation: config.hidden_act,
                 }
             })
             .collect();
@@ -333,62 +330,36 @@ impl<B: Backend> EncoderLayer<B> {
             .forward(self.dropout.forward(self.attention_output.forward(context)) + x);
         let inner = self.intermediate.forward(attended.clone());
         let inner = match self.activation {
-            0 => gelu(inner),
-            1 => burn::tensor::activation::gelu_approximate(inner),
-            _ => relu(inner),
+            Activation::Gelu => gelu(inner),
+            Activation::GeluTanh => burn::tensor::activation::gelu_approximate(inner),
+            Activation::Relu => relu(inner),
         };
         self.output_norm
             .forward(self.dropout.forward(self.output.forward(inner)) + attended)
     }
 }
 
-const LAYER_LINEARS: [&str; 6] = [
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-];
-
 impl<B: Backend> AdapterHost<B> for Encoder<B> {
-    fn visit_linears(&self, visit: &mut dyn FnMut(&str, &AdaptedLinear<B>)) {
-        for (i, l) in self.layers.iter().enumerate() {
+    /// Layer by layer in the order of [`EncoderConfig::layer_linears`],
+    /// then `pooler.dense`.
+    fn linears_mut(&mut self, visit: &mut dyn FnMut(&str, &mut AdaptedLinear<B>)) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let prefix = encoder_layer_prefix(i);
             let mods = [
-                &l.query,
-                &l.key,
-                &l.value,
-                &l.attention_output,
-                &l.intermediate,
-                &l.output,
+                &mut l.query,
+                &mut l.key,
+                &mut l.value,
+                &mut l.attention_output,
+                &mut l.intermediate,
+                &mut l.output,
             ];
-            for (name, m) in LAYER_LINEARS.iter().zip(mods) {
-                visit(&format!("encoder.layer.{i}.{name}"), m);
+            for (suffix, m) in ENCODER_LAYER_LINEARS.iter().zip(mods) {
+                visit(&format!("{prefix}.{suffix}"), m);
             }
         }
-        if let Some(pooler) = &self.pooler {
+        if let Some(pooler) = &mut self.pooler {
             visit("pooler.dense", pooler);
         }
-    }
-
-    fn map_linears(mut self, map: &mut dyn FnMut(&str, AdaptedLinear<B>) -> AdaptedLinear<B>) -> Self {
-        self.layers = self
-            .layers
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut l)| {
-                let mut f = |k: usize, m| map(&format!("encoder.layer.{i}.{}", LAYER_LINEARS[k]), m);
-                l.query = f(0, l.query);
-                l.key = f(1, l.key);
-                l.value = f(2, l.value);
-                l.attention_output = f(3, l.attention_output);
-                l.intermediate = f(4, l.intermediate);
-                l.output = f(5, l.output);
-                l
-            })
-            .collect();
-        self.pooler = self.pooler.map(|p| map("pooler.dense", p));
-        self
     }
 
     fn other_params(&self) -> ParamCount {

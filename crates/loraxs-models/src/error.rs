@@ -48,14 +48,10 @@ pub enum ModelError {
         /// One line per problem, naming the tensor and the expected shape.
         problems: Vec<String>,
     },
-    /// The tokenizer file cannot be used.
-    #[error("{}: {reason}", path.display())]
-    Tokenizer {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
+    /// The tokenizer file cannot be used, or tokenisation failed.
+    #[cfg(feature = "burn")]
+    #[error(transparent)]
+    Tokenizer(#[from] loraxs_tokenizer::TokenizerError),
     /// Input the model cannot take.
     #[error("{0}")]
     Input(String),

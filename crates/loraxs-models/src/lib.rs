@@ -2,10 +2,14 @@
 //! files Hugging Face ships: `config.json`, `model.safetensors` and
 //! `tokenizer.json`.
 //!
-//! Every linear layer is a [`loraxs::AdaptedLinear`] named as Hugging Face
+//! Every linear layer is a `loraxs::AdaptedLinear` named as Hugging Face
 //! names it (`encoder.layer.3.attention.self.query`), so PEFT-style targets
-//! select the same modules as in PyTorch and [`loraxs::inject`] adapts the
+//! select the same modules as in PyTorch and `loraxs::inject` adapts the
 //! encoder in place. All pretrained weights load frozen.
+//!
+//! Without the default `burn` feature only configs, the architectures'
+//! module names and shapes ([`EncoderConfig::linear_modules`],
+//! [`DecoderConfig::linear_modules`]) and the cache paths compile.
 //!
 //! ```
 //! use loraxs_models::{EncoderConfig, ModelType};
@@ -20,37 +24,37 @@
 //! assert!(err.to_string().starts_with("c.json: missing field `vocab_size`"));
 //! ```
 
+mod arch;
+mod cache;
 mod config;
-mod dropout;
-mod encoder;
 mod error;
+pub mod fetch;
+
+#[cfg(feature = "burn")]
+mod dropout;
+#[cfg(feature = "burn")]
+mod encoder;
+#[cfg(feature = "burn")]
 mod model_dir;
+#[cfg(feature = "burn")]
 mod progress;
-mod tokenizer;
+#[cfg(feature = "burn")]
 mod weights;
 
+pub use arch::{DecoderConfig, ENCODER_LAYER_LINEARS, LinearModule, encoder_layer_prefix};
+pub use cache::{CACHE_DIR_ENV, MODEL_DIR_ENV, cache_dir, cached_model_dir, default_model_dir};
 pub use config::{Activation, EncoderConfig, ModelType};
-pub use dropout::{FastDropout, dropout_mask, seed_dropout};
-pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput};
 pub use error::{ModelError, Result};
+
+#[cfg(feature = "burn")]
+pub use dropout::{FastDropout, dropout_mask, seed_dropout};
+#[cfg(feature = "burn")]
+pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput};
+#[cfg(feature = "burn")]
+pub use loraxs_tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch, TokenSequence, TokenizerError};
+#[cfg(feature = "burn")]
 pub use model_dir::ModelDir;
+#[cfg(feature = "burn")]
 pub use progress::inject_with_bar;
-pub use tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch, TokenSequence};
+#[cfg(feature = "burn")]
 pub use weights::{LoadReport, Weights};
-
-/// The environment variable naming a model folder for tests and tools.
-pub const MODEL_DIR_ENV: &str = "LORAXS_MODEL_DIR";
-
-/// Where the default model (all-MiniLM-L6-v2) lives: `$LORAXS_MODEL_DIR`,
-/// else `models/all-MiniLM-L6-v2` in the fetch cache (`$LORAXS_CACHE_DIR`,
-/// else `datasets/cache` of this workspace), where
-/// `cargo xtask fetch model minilm` puts it.
-pub fn default_model_dir() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os(MODEL_DIR_ENV) {
-        return dir.into();
-    }
-    let cache = std::env::var_os("LORAXS_CACHE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/cache"));
-    cache.join("models/all-MiniLM-L6-v2")
-}

@@ -7,9 +7,9 @@ use burn::tensor::backend::Backend;
 
 use crate::config::{EncoderConfig, ModelType};
 use crate::encoder::Encoder;
-use crate::tokenizer::TextTokenizer;
 use crate::weights::{LoadReport, Weights};
 use crate::{ModelError, Result};
+use loraxs_tokenizer::TextTokenizer;
 
 /// The three files of a model folder, checked to exist.
 #[derive(Debug, Clone)]
@@ -38,7 +38,10 @@ impl ModelDir {
 
     /// `tokenizer.json`, truncating to `max_length`.
     pub fn tokenizer(&self, max_length: usize) -> Result<TextTokenizer> {
-        TextTokenizer::from_file(self.dir.join("tokenizer.json"), max_length)
+        Ok(TextTokenizer::from_file(
+            self.dir.join("tokenizer.json"),
+            max_length,
+        )?)
     }
 
     /// The encoder with frozen pretrained weights.

@@ -3,7 +3,7 @@
 
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
-use loraxs::{AdapterConfig, AdapterHost, InjectionReport, inject_with_progress};
+use loraxs::{Adapted, AdapterConfig, AdapterHost, inject_with_progress};
 
 /// [`loraxs::inject`] with a progress bar over modules on stderr (hidden
 /// when `quiet` or when stderr is not a terminal).
@@ -11,7 +11,7 @@ pub fn inject_with_bar<B: Backend, H: AdapterHost<B>>(
     host: H,
     config: &AdapterConfig,
     quiet: bool,
-) -> loraxs::Result<(H, InjectionReport)> {
+) -> loraxs::Result<Adapted<H>> {
     let bar = if quiet {
         ProgressBar::hidden()
     } else {

@@ -5,7 +5,8 @@
 mod common;
 
 use burn::backend::NdArray;
-use loraxs::{AdapterConfig, RInit, inject, param_count, tensor_values};
+use loraxs::interop::tensor_values;
+use loraxs::{AdapterConfig, RInit, inject, param_count};
 use loraxs_models::{DEFAULT_MAX_LENGTH, Encoder, TokenBatch};
 
 type B = NdArray<f32>;
@@ -38,7 +39,11 @@ fn lora_xs_on_minilm() {
 
     // Paper targets: 4 modules per layer, 6 layers; R = 0 is the base model.
     let config = AdapterConfig::lora_xs(8).with_r_init(RInit::Zeros);
-    let (adapted, report) = loraxs_models::inject_with_bar(base, &config, true).unwrap();
+    let loraxs::Adapted {
+        model: adapted,
+        report,
+        ..
+    } = loraxs_models::inject_with_bar(base, &config, true).unwrap();
     assert_eq!(report.modules.len(), 24);
     assert_eq!(report.modules[3].name, "encoder.layer.0.output.dense");
     assert!(report.modules.iter().all(|m| m.energy_kept.unwrap() > 0.0));

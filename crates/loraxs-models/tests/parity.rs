@@ -6,7 +6,7 @@ mod common;
 
 use burn::backend::{Flex, NdArray};
 use burn::tensor::backend::Backend;
-use loraxs::tensor_values;
+use loraxs::interop::tensor_values;
 use loraxs_models::{DEFAULT_MAX_LENGTH, ModelDir};
 use safetensors::SafeTensors;
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use loraxs::tensor_values;
+use loraxs::interop::tensor_values;
 use loraxs_models::{Encoder, EncoderConfig, ModelError, ModelType, TokenBatch, Weights};
 use safetensors::SafeTensors;
 

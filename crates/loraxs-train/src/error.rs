@@ -12,6 +12,9 @@ pub enum TrainError {
     /// Loading the model or tokenising failed.
     #[error(transparent)]
     Model(#[from] loraxs_models::ModelError),
+    /// Tokenising failed.
+    #[error(transparent)]
+    Tokenizer(#[from] loraxs_tokenizer::TokenizerError),
     /// Injecting, saving or loading the adapter failed.
     #[error(transparent)]
     Adapter(#[from] loraxs::AdapterError),

@@ -11,7 +11,8 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use loraxs::{AdapterFile, SaveOptions, tensor_values};
+use loraxs::interop::tensor_values;
+use loraxs::{AdapterFile, SaveOptions};
 use loraxs_data::{GlueTask, Label, Metric, Split, TokenizedSet, read_split};
 use loraxs_heads::{HeadConfig, SequenceClassifier};
 use loraxs_models::ModelDir;
@@ -108,10 +109,10 @@ pub fn train<B: AutodiffBackend>(
             let dir = checkpoint.as_ref().expect("resume needs a checkpoint folder");
             let path = dir.join(ADAPTER_FILE);
             let file = AdapterFile::load(&path)?;
-            let (encoder, _) = file.apply(encoder, &path)?;
-            let head = head.load(&file).map_err(|reason| TrainError::Checkpoint {
+            let encoder = file.apply(encoder, &path)?.model;
+            let head = head.load(&file).map_err(|e| TrainError::Checkpoint {
                 path: path.clone(),
-                reason,
+                reason: e.to_string(),
             })?;
             let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
             let load = |name: &str| {
@@ -148,9 +149,9 @@ pub fn train<B: AutodiffBackend>(
                             ),
                         });
                     }
-                    file.apply(encoder, path)?.0
+                    file.apply(encoder, path)?.model
                 }
-                None => loraxs_models::inject_with_bar(encoder, &config.adapter, options.quiet)?.0,
+                None => loraxs_models::inject_with_bar(encoder, &config.adapter, options.quiet)?.model,
             };
             let state = CheckpointState {
                 key: config.key(),

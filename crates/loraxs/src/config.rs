@@ -4,6 +4,8 @@
 use loraxs_svd::SvdMethod;
 use serde::{Deserialize, Serialize};
 
+use crate::AdapterError;
+use crate::method::{MethodSpec, ModuleShape};
 use crate::targets::TargetModules;
 
 /// The fine-tuning method applied to each targeted linear layer.
@@ -24,14 +26,23 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order tables list them.
+    pub const ALL: [Method; 4] = [Method::Full, Method::Lora, Method::Vera, Method::LoraXs];
+
+    /// The method's parameter arithmetic and file layout, implemented
+    /// beside its layer (`xs.rs`, `lora.rs`, `vera.rs`, `full.rs`).
+    pub fn spec(self) -> &'static dyn MethodSpec {
+        match self {
+            Method::LoraXs => &crate::xs::LoraXsSpec,
+            Method::Lora => &crate::lora::LoraSpec,
+            Method::Vera => &crate::vera::VeraSpec,
+            Method::Full => &crate::full::FullSpec,
+        }
+    }
+
     /// The stable name used in files and on the command line.
     pub fn name(self) -> &'static str {
-        match self {
-            Method::LoraXs => "lora-xs",
-            Method::Lora => "lora",
-            Method::Vera => "vera",
-            Method::Full => "full",
-        }
+        self.spec().name()
     }
 
     /// Trainable values one module of shape `in → out` gets at `rank`.
@@ -39,28 +50,31 @@ impl Method {
     /// This needs no weights, which is what lets `cargo xtask params` print
     /// the paper's table for models that are not on disk.
     pub fn trainable_per_module(self, d_in: usize, d_out: usize, rank: usize, bias: bool) -> usize {
-        match self {
-            Method::LoraXs => rank * rank,
-            Method::Lora => rank * (d_in + d_out),
-            Method::Vera => rank + d_out,
-            Method::Full => d_in * d_out + if bias { d_out } else { 0 },
-        }
+        self.spec()
+            .trainable_values(ModuleShape::new(d_in, d_out, bias), rank)
+    }
+}
+
+impl core::fmt::Display for Method {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 impl core::str::FromStr for Method {
-    type Err = String;
+    type Err = AdapterError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lora-xs" | "loraxs" | "lora_xs" => Ok(Method::LoraXs),
-            "lora" => Ok(Method::Lora),
-            "vera" => Ok(Method::Vera),
-            "full" | "fft" => Ok(Method::Full),
-            other => Err(format!(
-                "unknown method `{other}`: expected lora-xs, lora, vera or full"
-            )),
-        }
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s || m.spec().aliases().contains(&s))
+            .ok_or_else(|| AdapterError::InvalidConfig {
+                field: "method",
+                reason: format!(
+                    "`{s}` is unknown: expected {}",
+                    Method::ALL.map(Method::name).join(", ")
+                ),
+            })
     }
 }
 
@@ -193,6 +207,51 @@ impl AdapterConfig {
         Self::new(Method::Full, 0)
     }
 
+    /// The named presets the experiment runner and command lines use:
+    /// `lora-xs`, `lora-xs-random` (the paper's ablation: random instead of
+    /// SVD factors), `lora`, `vera` and `full`, each as the constructor of
+    /// the same name sets it up.
+    ///
+    /// ```
+    /// use loraxs::{AdapterConfig, Factors, Method};
+    /// let c = AdapterConfig::preset("lora-xs-random", 8).unwrap();
+    /// assert_eq!((c.method, c.rank, c.factors), (Method::LoraXs, 8, Factors::Random));
+    /// assert_eq!(c.preset_name(), "lora-xs-random");
+    /// assert!(AdapterConfig::preset("dora", 8).unwrap_err().to_string().contains("lora-xs-random"));
+    /// ```
+    pub fn preset(name: &str, rank: usize) -> Result<Self, AdapterError> {
+        Ok(match name {
+            "lora-xs-random" => Self::lora_xs(rank).with_factors(Factors::Random),
+            _ => match name.parse::<Method>() {
+                Ok(Method::LoraXs) => Self::lora_xs(rank),
+                Ok(Method::Lora) => Self::lora(rank),
+                Ok(Method::Vera) => Self::vera(rank),
+                Ok(Method::Full) => Self::full(),
+                Err(_) => {
+                    return Err(AdapterError::InvalidConfig {
+                        field: "method",
+                        reason: format!(
+                            "`{name}` is unknown: expected one of {}",
+                            Self::PRESETS.join(", ")
+                        ),
+                    });
+                }
+            },
+        })
+    }
+
+    /// The names [`AdapterConfig::preset`] accepts.
+    pub const PRESETS: [&'static str; 5] = ["lora-xs", "lora-xs-random", "lora", "vera", "full"];
+
+    /// The preset name this config corresponds to (the method's name, or
+    /// `lora-xs-random` for LoRA-XS with random factors).
+    pub fn preset_name(&self) -> &'static str {
+        match (self.method, self.factors) {
+            (Method::LoraXs, Factors::Random) => "lora-xs-random",
+            (method, _) => method.name(),
+        }
+    }
+
     /// Sets `alpha`.
     pub fn with_alpha(mut self, alpha: f64) -> Self {
         self.alpha = alpha;
@@ -237,16 +296,13 @@ impl AdapterConfig {
 
     /// The update scale `alpha / rank` (1 for full fine-tuning and VeRA).
     pub fn scale(&self) -> f64 {
-        match self.method {
-            Method::LoraXs | Method::Lora => self.alpha / self.rank as f64,
-            Method::Vera | Method::Full => 1.0,
-        }
+        self.method.spec().scale(self)
     }
 
     /// Checks the values that do not depend on the model.
     pub fn validate(&self) -> Result<(), crate::AdapterError> {
         let bad = |field: &'static str, reason: String| crate::AdapterError::InvalidConfig { field, reason };
-        if self.method != Method::Full && self.rank == 0 {
+        if self.method.spec().has_rank() && self.rank == 0 {
             return Err(bad("rank", "must be at least 1".into()));
         }
         if !self.alpha.is_finite() {

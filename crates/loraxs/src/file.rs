@@ -1,23 +1,25 @@
 //! Adapter files: safetensors holding only what was trained, plus metadata.
 //!
-//! The format is described in `docs/adapter-format.md`. In short: LoRA-XS
-//! stores one stacked tensor `lora_xs.R` (`modules × r × r`); `A` and `B`
-//! are recomputed from the base weights on load (the SVD sign convention
-//! makes that reproducible) unless the file stores them. A fingerprint of
-//! the base weights guards against loading into the wrong model.
+//! The format is described in `docs/adapter-format.md`. In short: each
+//! method's spec ([`crate::MethodSpec::file_tensors`]) lists what a module
+//! stores; LoRA-XS stores one stacked tensor `lora_xs.R`
+//! (`modules × r × r`) and recomputes `A` and `B` from the base weights on
+//! load (the SVD sign convention makes that reproducible) unless the file
+//! stores them. A fingerprint of the base weights guards against loading
+//! into the wrong model. Nothing here knows a particular method.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::backend::Backend;
 use loraxs_svd::SignConvention;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};
 
-use crate::frozen::{tensor_values, torch_weight};
-use crate::inject::{AdapterHost, InjectionReport, inject, targeted_modules};
-use crate::{AdaptedLinear, AdapterConfig, AdapterError, Factors, Method, RInit, Result};
+use crate::inject::{Adapted, AdapterHost, inject, targeted_modules};
+use crate::interop::{tensor_values, torch_weight};
+use crate::method::{ModuleShape, TensorKey};
+use crate::{AdapterConfig, AdapterError, Factors, RInit, Result};
 
 /// The `format` metadata value of every adapter file.
 pub const FORMAT: &str = "loraxs-adapter";
@@ -25,8 +27,6 @@ pub const FORMAT: &str = "loraxs-adapter";
 pub const FORMAT_VERSION: u32 = 1;
 /// Prefix of tensors that belong to the task head, not to adapted modules.
 pub const HEAD_PREFIX: &str = "head.";
-/// The stacked LoRA-XS tensor.
-pub const LORA_XS_R: &str = "lora_xs.R";
 
 /// A tensor as stored: shape and `f32` values, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,67 +70,56 @@ impl AdapterFile {
         config.validate()?;
         let targeted = targeted_modules(host, config)?;
         let base_fingerprint = fingerprint(host, config)?;
-        let store_factors = options.store_factors && config.method == Method::LoraXs;
+        let spec = config.method.spec();
+        let store_factors = options.store_factors && spec.has_stored_factors();
         let mut tensors = BTreeMap::new();
-        let mut stacked_r = Vec::new();
         let mut problem = None;
-        host.visit_linears(&mut |name, layer| {
-            if !targeted.iter().any(|t| t == name) || problem.is_some() {
+        let mut index = 0;
+        host.linears(&mut |name, layer| {
+            if problem.is_some() || !config.targets.matches(name) {
                 return;
             }
-            let mut put = |suffix: &str, shape: Vec<usize>, values: Vec<f32>| {
-                tensors.insert(format!("{name}.{suffix}"), StoredTensor { shape, values });
-            };
-            let (d_in, d_out) = layer.dims();
-            match (config.method, layer) {
-                (Method::LoraXs, AdaptedLinear::LoraXs(l)) => {
-                    stacked_r.extend(tensor_values(l.r.val()));
-                    if store_factors {
-                        let r = l.rank();
-                        put("lora_xs.A", vec![r, d_in], tensor_values(l.a_torch()));
-                        put("lora_xs.B", vec![d_out, r], tensor_values(l.b_torch()));
+            if !layer.carries(config.method) {
+                problem = Some(AdapterError::InvalidConfig {
+                    field: "method",
+                    reason: format!(
+                        "is {} but module `{name}` carries {}",
+                        config.method.name(),
+                        layer.method().map_or("no adapter", |m| m.name())
+                    ),
+                });
+                return;
+            }
+            let specs = spec.file_tensors(layer.shape(), config.rank, store_factors);
+            for (t, values) in specs.into_iter().zip(layer.file_values(store_factors)) {
+                match t.key {
+                    TensorKey::Module(suffix) => {
+                        tensors.insert(
+                            format!("{name}.{suffix}"),
+                            StoredTensor {
+                                shape: t.shape,
+                                values,
+                            },
+                        );
                     }
-                }
-                (Method::Lora, AdaptedLinear::Lora(l)) => {
-                    let r = l.rank();
-                    put("lora.A", vec![r, d_in], tensor_values(l.a.val().transpose()));
-                    put("lora.B", vec![d_out, r], tensor_values(l.b.val().transpose()));
-                }
-                (Method::Vera, AdaptedLinear::Vera(l)) => {
-                    put("vera.lambda_d", vec![l.rank()], tensor_values(l.lambda_d.val()));
-                    put("vera.lambda_b", vec![d_out], tensor_values(l.lambda_b.val()));
-                }
-                (Method::Full, AdaptedLinear::Plain(l)) => {
-                    put("weight", vec![d_out, d_in], torch_weight(l));
-                    if let Some(bias) = &l.bias {
-                        put("bias", vec![d_out], tensor_values(bias.val()));
+                    TensorKey::Stacked(stacked) => {
+                        let entry = tensors
+                            .entry(stacked.to_string())
+                            .or_insert_with(|| StoredTensor {
+                                shape: [vec![0], t.shape.clone()].concat(),
+                                values: Vec::new(),
+                            });
+                        entry.shape[0] += 1;
+                        entry.values.extend(values);
                     }
-                }
-                (_, other) => {
-                    problem = Some(AdapterError::InvalidConfig {
-                        field: "method",
-                        reason: format!(
-                            "is {} but module `{name}` carries {}",
-                            config.method.name(),
-                            other.method().map_or("no adapter", |m| m.name())
-                        ),
-                    });
                 }
             }
+            index += 1;
         });
         if let Some(e) = problem {
             return Err(e);
         }
-        if config.method == Method::LoraXs {
-            let r = config.rank;
-            tensors.insert(
-                LORA_XS_R.to_string(),
-                StoredTensor {
-                    shape: vec![targeted.len(), r, r],
-                    values: stacked_r,
-                },
-            );
-        }
+        debug_assert_eq!(index, targeted.len());
         Ok(Self {
             config: config.clone(),
             base_fingerprint,
@@ -328,7 +317,7 @@ impl AdapterFile {
     /// Checks, in order: the base fingerprint, then that every tensor the
     /// model needs is present with the right shape and that nothing else
     /// is; only then is the model touched.
-    pub fn apply<B: Backend, H: AdapterHost<B>>(&self, host: H, path: &Path) -> Result<(H, InjectionReport)> {
+    pub fn apply<B: Backend, H: AdapterHost<B>>(&self, host: H, path: &Path) -> Result<Adapted<H>> {
         let targeted = targeted_modules(&host, &self.config)?;
         let found = fingerprint(&host, &self.config)?;
         if found != self.base_fingerprint {
@@ -338,7 +327,7 @@ impl AdapterFile {
                 found,
             });
         }
-        let expected = self.expected_shapes(&host, &targeted);
+        let expected = self.expected_shapes(&targeted);
         for (name, shape) in &expected {
             let stored = self
                 .tensors
@@ -374,114 +363,51 @@ impl AdapterFile {
             config.factors = Factors::Random;
             config.r_init = RInit::Zeros;
         }
-        let (host, report) = inject(host, &config)?;
+        let mut adapted = inject(host, &config)?;
+        adapted.config = self.config.clone();
+        let spec = self.config.method.spec();
         let mut index = 0;
-        let host = host.map_linears(&mut |name, layer| {
-            if !targeted.iter().any(|t| t == name) {
-                return layer;
-            }
-            let get = |suffix: &str| &self.tensors[&format!("{name}.{suffix}")].values;
-            let layer = match layer {
-                AdaptedLinear::LoraXs(mut l) => {
-                    let r = self.config.rank;
-                    let stacked = &self.tensors[LORA_XS_R].values[index * r * r..(index + 1) * r * r];
-                    l.r = set_values(l.r, stacked, false);
-                    if self.factors_stored {
-                        l.a = set_values(l.a, get("lora_xs.A"), true);
-                        l.b = set_values(l.b, get("lora_xs.B"), true);
-                    }
-                    AdaptedLinear::LoraXs(l)
-                }
-                AdaptedLinear::Lora(mut l) => {
-                    l.a = set_values(l.a, get("lora.A"), true);
-                    l.b = set_values(l.b, get("lora.B"), true);
-                    AdaptedLinear::Lora(l)
-                }
-                AdaptedLinear::Vera(mut l) => {
-                    l.lambda_d = set_values(l.lambda_d, get("vera.lambda_d"), false);
-                    l.lambda_b = set_values(l.lambda_b, get("vera.lambda_b"), false);
-                    AdaptedLinear::Vera(l)
-                }
-                AdaptedLinear::Plain(mut l) => {
-                    l.weight = set_values(l.weight, get("weight"), true);
-                    if let Some(bias) = l.bias.take() {
-                        l.bias = Some(set_values(bias, get("bias"), false));
-                    }
-                    AdaptedLinear::Plain(l)
-                }
-            };
-            index += 1;
-            layer
-        });
-        Ok((host, report))
-    }
-
-    /// Every module tensor the model needs from this file, with its shape.
-    fn expected_shapes<B: Backend, H: AdapterHost<B>>(
-        &self,
-        host: &H,
-        targeted: &[String],
-    ) -> BTreeMap<String, Vec<usize>> {
-        let r = self.config.rank;
-        let mut out = BTreeMap::new();
-        if self.config.method == Method::LoraXs {
-            out.insert(LORA_XS_R.to_string(), vec![targeted.len(), r, r]);
-        }
-        host.visit_linears(&mut |name, layer| {
-            if !targeted.iter().any(|t| t == name) {
+        adapted.model.linears_mut(&mut |name, layer| {
+            if !self.config.targets.matches(name) {
                 return;
             }
-            let (d_in, d_out) = layer.dims();
-            let mut put = |suffix: &str, shape: Vec<usize>| out.insert(format!("{name}.{suffix}"), shape);
-            match self.config.method {
-                Method::LoraXs if self.factors_stored => {
-                    put("lora_xs.A", vec![r, d_in]);
-                    put("lora_xs.B", vec![d_out, r]);
-                }
-                Method::LoraXs => {}
-                Method::Lora => {
-                    put("lora.A", vec![r, d_in]);
-                    put("lora.B", vec![d_out, r]);
-                }
-                Method::Vera => {
-                    put("vera.lambda_d", vec![r]);
-                    put("vera.lambda_b", vec![d_out]);
-                }
-                Method::Full => {
-                    put("weight", vec![d_out, d_in]);
-                    if layer.base().bias.is_some() {
-                        put("bias", vec![d_out]);
+            let specs = spec.file_tensors(layer.shape(), self.config.rank, self.factors_stored);
+            let values: Vec<&[f32]> = specs
+                .iter()
+                .map(|t| match t.key {
+                    TensorKey::Module(suffix) => self.tensors[&format!("{name}.{suffix}")].values.as_slice(),
+                    TensorKey::Stacked(stacked) => {
+                        let n = t.len();
+                        &self.tensors[stacked].values[index * n..(index + 1) * n]
+                    }
+                })
+                .collect();
+            layer.replace_with(|l| l.load_file_values(&values, self.factors_stored));
+            index += 1;
+        });
+        Ok(adapted)
+    }
+
+    /// Every tensor the targeted modules need from this file, with its
+    /// shape (stacked tensors with the module count first).
+    fn expected_shapes(&self, targeted: &[(String, ModuleShape)]) -> BTreeMap<String, Vec<usize>> {
+        let spec = self.config.method.spec();
+        let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (name, shape) in targeted {
+            for t in spec.file_tensors(*shape, self.config.rank, self.factors_stored) {
+                match t.key {
+                    TensorKey::Module(suffix) => {
+                        out.insert(format!("{name}.{suffix}"), t.shape);
+                    }
+                    TensorKey::Stacked(stacked) => {
+                        out.entry(stacked.to_string())
+                            .or_insert_with(|| [vec![0], t.shape].concat())[0] += 1;
                     }
                 }
             }
-        });
+        }
         out
     }
-}
-
-/// Replaces a parameter's values, keeping its id and trainability.
-/// `transposed`: the values are in PyTorch orientation, the transpose of
-/// burn's 2-D layout.
-fn set_values<B: Backend, const D: usize>(
-    param: Param<Tensor<B, D>>,
-    values: &[f32],
-    transposed: bool,
-) -> Param<Tensor<B, D>> {
-    param.map(|old| {
-        let dims = old.shape().dims::<D>();
-        let require_grad = old.is_require_grad();
-        let device = old.device();
-        // Transposed on the host: the tensor stays contiguous, exactly like
-        // the one that was saved (layout changes matmul rounding).
-        let values = if transposed {
-            assert_eq!(D, 2, "only matrices are stored transposed");
-            crate::frozen::transpose(values, dims[1], dims[0])
-        } else {
-            values.to_vec()
-        };
-        let tensor = Tensor::from_data(TensorData::new(values, dims), &device);
-        tensor.set_require_grad(require_grad)
-    })
 }
 
 /// Decodes F32, F16 or BF16 little-endian data to `f32`.
@@ -528,10 +454,10 @@ fn hash_f32s(hasher: &mut Sha256, values: &[f32]) {
 /// if any. Targeted layers under full fine-tuning contribute name and shape
 /// only. The first 16 bytes, in hex.
 pub fn fingerprint<B: Backend, H: AdapterHost<B>>(host: &H, config: &AdapterConfig) -> Result<String> {
-    let full = config.method == Method::Full;
+    let full = config.method.spec().trains_base();
     let mut hasher = Sha256::new();
     let mut problem = None;
-    host.visit_linears(&mut |name, layer| {
+    host.linears(&mut |name, layer| {
         let targeted = config.targets.matches(name);
         let weights = targeted != full;
         if !targeted && !weights {

@@ -22,16 +22,19 @@ pub(crate) enum Stream {
 
 /// A generator keyed by the config seed, the module name and the purpose.
 pub(crate) fn rng(seed: u64, module: &str, stream: Stream) -> ChaCha8Rng {
-    // FNV-1a: stable across Rust versions and platforms, unlike `Hash`.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in module.bytes().chain([0xff, stream as u8]) {
-        h ^= byte as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = fnv1a(module.bytes().chain([0xff, stream as u8]));
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&h.to_le_bytes());
     ChaCha8Rng::from_seed(key)
+}
+
+/// FNV-1a over `bytes`: stable across Rust versions and platforms, unlike
+/// `Hash`. Keys random streams and parameter ids.
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// `len` values from `N(0, std²)` (Box–Muller).

@@ -34,6 +34,20 @@ impl TargetModules {
         Self::new(["query", "value", "attention.output.dense", "output.dense"])
     }
 
+    /// The paper's decoder targets (its math runs) in Llama naming: every
+    /// attention and MLP projection.
+    pub fn paper_decoder() -> Self {
+        Self::new([
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ])
+    }
+
     /// The patterns.
     pub fn patterns(&self) -> &[String] {
         &self.0

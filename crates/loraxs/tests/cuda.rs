@@ -7,7 +7,8 @@ mod common;
 
 use burn::backend::{Autodiff, Cuda, NdArray};
 use common::{Toy, input, relative_diff};
-use loraxs::{AdaptedLinear, AdapterConfig, AdapterHost, inject, merge, tensor_values};
+use loraxs::interop::{linear_from_torch, tensor_values, trainable};
+use loraxs::{AdaptedLinear, AdapterConfig, AdapterHost, inject, merge};
 
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
@@ -15,8 +16,8 @@ fn lora_xs_on_cuda_matches_ndarray() {
     let cuda = Default::default();
     let cpu = Default::default();
     let config = AdapterConfig::lora_xs(4).with_r_init(loraxs::RInit::Gaussian { std: 0.1 });
-    let (on_gpu, _) = inject(Toy::<Cuda>::new(1, &cuda), &config).unwrap();
-    let (on_cpu, _) = inject(Toy::<NdArray<f32>>::new(1, &cpu), &config).unwrap();
+    let on_gpu = inject(Toy::<Cuda>::new(1, &cuda), &config).unwrap().model;
+    let on_cpu = inject(Toy::<NdArray<f32>>::new(1, &cpu), &config).unwrap().model;
     let y_gpu = tensor_values(on_gpu.forward(input(&cuda)));
     let y_cpu = tensor_values(on_cpu.forward(input(&cpu)));
     let d = relative_diff(&y_gpu, &y_cpu);
@@ -32,10 +33,12 @@ fn lora_xs_on_cuda_matches_ndarray() {
 #[ignore = "needs an NVIDIA GPU"]
 fn gradient_reaches_r_only_on_cuda() {
     let device = Default::default();
-    let (model, _) = inject(Toy::<Autodiff<Cuda>>::new(1, &device), &AdapterConfig::lora_xs(4)).unwrap();
+    let model = inject(Toy::<Autodiff<Cuda>>::new(1, &device), &AdapterConfig::lora_xs(4))
+        .unwrap()
+        .model;
     let grads = model.forward(input(&device)).powf_scalar(2.0).mean().backward();
     let mut r_grads = 0;
-    model.visit_linears(&mut |name, layer| {
+    model.linears(&mut |name, layer| {
         assert!(layer.base().weight.val().grad(&grads).is_none(), "{name}");
         if let AdaptedLinear::LoraXs(l) = layer {
             assert!(

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use burn::backend::NdArray;
 use common::{Toy, input};
+use loraxs::interop::{tensor_values, trainable};
 use loraxs::{
     AdapterConfig, AdapterError, AdapterFile, LORA_XS_R, SaveOptions, StoredTensor, TargetModules, inject,
-    load_adapter, save_adapter, tensor_values, trainable,
+    load_adapter, save_adapter,
 };
 
 type B = NdArray<f32>;
@@ -16,7 +17,7 @@ type B = NdArray<f32>;
 /// A model adapted with `config` whose trainable values are non-trivial.
 fn trained(config: &AdapterConfig) -> Toy<B> {
     let device = Default::default();
-    let (model, _) = inject(Toy::<B>::new(1, &device), config).unwrap();
+    let mut model = inject(Toy::<B>::new(1, &device), config).unwrap().model;
     let mut seed = 100;
     let mut perturb = |t: burn::tensor::Tensor<B, 2>| {
         seed += 1;
@@ -25,27 +26,16 @@ fn trained(config: &AdapterConfig) -> Toy<B> {
         t + burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(noise, dims), &Default::default())
     };
     use loraxs::{AdaptedLinear, AdapterHost};
-    model.map_linears(&mut |name, layer| match layer {
-        AdaptedLinear::LoraXs(mut l) => {
-            l.r = trainable(perturb(l.r.val()));
-            AdaptedLinear::LoraXs(l)
+    model.linears_mut(&mut |name, layer| match layer {
+        AdaptedLinear::LoraXs(l) => l.r = trainable(perturb(l.r.val())),
+        AdaptedLinear::Lora(l) => l.b = trainable(perturb(l.b.val())),
+        AdaptedLinear::Vera(l) => l.lambda_b = trainable(l.lambda_b.val() + 0.5),
+        AdaptedLinear::Plain(l) if config.method == loraxs::Method::Full && config.targets.matches(name) => {
+            l.weight = trainable(perturb(l.weight.val()))
         }
-        AdaptedLinear::Lora(mut l) => {
-            l.b = trainable(perturb(l.b.val()));
-            AdaptedLinear::Lora(l)
-        }
-        AdaptedLinear::Vera(mut l) => {
-            l.lambda_b = trainable(l.lambda_b.val() + 0.5);
-            AdaptedLinear::Vera(l)
-        }
-        AdaptedLinear::Plain(mut l)
-            if config.method == loraxs::Method::Full && config.targets.matches(name) =>
-        {
-            l.weight = trainable(perturb(l.weight.val()));
-            AdaptedLinear::Plain(l)
-        }
-        plain => plain,
-    })
+        AdaptedLinear::Plain(_) => {}
+    });
+    model
 }
 
 fn round_trip(config: AdapterConfig, options: SaveOptions) -> AdapterFile {
@@ -54,10 +44,19 @@ fn round_trip(config: AdapterConfig, options: SaveOptions) -> AdapterFile {
     let model = trained(&config);
     let device = Default::default();
     let y = tensor_values(model.forward(input(&device)));
-    let saved = save_adapter(&model, &config, &path, options).unwrap();
+    let adapted = loraxs::Adapted {
+        model,
+        config: config.clone(),
+        report: loraxs::InjectionReport {
+            modules: Vec::new(),
+            seconds: 0.0,
+        },
+    };
+    let saved = save_adapter(&adapted, &path, options).unwrap();
     let (loaded, file) = load_adapter(Toy::<B>::new(1, &device), &path).unwrap();
     assert_eq!(file, saved);
-    let y_loaded = tensor_values(loaded.forward(input(&device)));
+    assert_eq!(loaded.config, config);
+    let y_loaded = tensor_values(loaded.model.forward(input(&device)));
     assert_eq!(
         y_loaded, y,
         "{:?}: outputs differ after save → load",

@@ -5,9 +5,10 @@ mod common;
 use burn::backend::{Flex, NdArray};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use common::{max_abs_diff, random_values};
+use loraxs::interop::{linear_from_torch, tensor_values, trainable};
 use loraxs::{
-    AdapterConfig, Factors, LoraLinear, LoraXsLinear, Mergeable, RInit, SvdMethod, VeraLinear,
-    VeraProjections, linear_from_torch, tensor_values, trainable,
+    AdapterConfig, AdapterLayer, Factors, LoraLinear, LoraXsLinear, RInit, SvdMethod, VeraLinear,
+    VeraProjections,
 };
 use loraxs_svd::truncated_svd_row_major;
 
@@ -60,7 +61,8 @@ fn lora_xs_matches_hand_computation<B: Backend>() {
         .with_svd_method(SvdMethod::Exact);
     let base = linear_from_torch::<B>(w.clone(), OUT, IN, Some(b.clone()), &device);
     let (mut layer, report) = LoraXsLinear::from_linear(base, &config, "m").unwrap();
-    assert!(report.energy_kept > 0.0 && report.energy_kept < 1.0);
+    let energy = report.energy_kept.unwrap();
+    assert!(energy > 0.0 && energy < 1.0);
 
     // The frozen factors are the SVD factors: B = U_r, A = Σ_r V_rᵀ.
     let svd = truncated_svd_row_major(&w, OUT, IN, rank, SvdMethod::Exact).unwrap();
@@ -185,7 +187,7 @@ fn lora_matches_hand_computation_and_starts_at_base() {
     let rank = 2;
     let config = AdapterConfig::lora(rank).with_alpha(4.0);
     let base = linear_from_torch::<B>(w.clone(), OUT, IN, Some(b.clone()), &device);
-    let mut layer = LoraLinear::from_linear(base, &config, "m").unwrap();
+    let (mut layer, _) = LoraLinear::from_linear(base, &config, "m").unwrap();
     let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [TOKENS, IN]), &device);
     let base_y: Vec<f32> = base_by_hand(&w, &b, &x).iter().map(|&v| v as f32).collect();
     assert!(
@@ -230,7 +232,7 @@ fn vera_matches_hand_computation() {
     let config = AdapterConfig::vera(rank);
     let projections = VeraProjections::new(&config, 16, 16);
     let base = linear_from_torch::<B>(w.clone(), OUT, IN, Some(b.clone()), &device);
-    let mut layer = VeraLinear::from_linear(base, &config, &projections, "m").unwrap();
+    let (mut layer, _) = VeraLinear::adapt(base, &config, "m", &projections).unwrap();
     assert!(
         tensor_values(layer.lambda_d.val())
             .iter()

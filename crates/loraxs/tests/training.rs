@@ -8,9 +8,10 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use common::{FFN, HIDDEN, Toy, input, relative_diff};
+use loraxs::interop::tensor_values;
 use loraxs::{
     AdaptedLinear, AdapterConfig, AdapterError, AdapterHost, Method, TargetModules, inject,
-    inject_with_progress, merge, merge_and_unload, param_count, tensor_values, unload, unmerge,
+    inject_with_progress, merge, merge_and_unload, param_count, unload, unmerge,
 };
 
 type B = NdArray<f32>;
@@ -19,7 +20,7 @@ type AB = Autodiff<B>;
 /// Every float tensor of the model, in visiting order, as raw values.
 fn frozen_snapshot<Bk: Backend>(model: &Toy<Bk>) -> Vec<Vec<f32>> {
     let mut out = Vec::new();
-    model.visit_linears(&mut |_, layer| {
+    model.linears(&mut |_, layer| {
         out.push(tensor_values(layer.base().weight.val()));
         if let Some(b) = &layer.base().bias {
             out.push(tensor_values(b.val()));
@@ -42,7 +43,8 @@ fn frozen_snapshot<Bk: Backend>(model: &Toy<Bk>) -> Vec<Vec<f32>> {
 #[test]
 fn paper_targets_select_four_modules_per_layer() {
     let device = Default::default();
-    let (model, report) = inject(Toy::<B>::new(1, &device), &AdapterConfig::lora_xs(4)).unwrap();
+    let loraxs::Adapted { model, report, .. } =
+        inject(Toy::<B>::new(1, &device), &AdapterConfig::lora_xs(4)).unwrap();
     let names: Vec<_> = report.modules.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
@@ -68,11 +70,13 @@ fn paper_targets_select_four_modules_per_layer() {
 #[test]
 fn gradient_reaches_r_only() {
     let device = Default::default();
-    let (model, _) = inject(Toy::<AB>::new(1, &device), &AdapterConfig::lora_xs(4)).unwrap();
+    let model = inject(Toy::<AB>::new(1, &device), &AdapterConfig::lora_xs(4))
+        .unwrap()
+        .model;
     let loss = model.forward(input(&device)).powf_scalar(2.0).mean();
     let grads = loss.backward();
     let mut checked = 0;
-    model.visit_linears(&mut |name, layer| {
+    model.linears(&mut |name, layer| {
         assert!(
             layer.base().weight.val().grad(&grads).is_none(),
             "{name}: weight got a gradient"
@@ -103,7 +107,7 @@ fn gradient_reaches_r_only() {
 
 fn train_steps(method_config: AdapterConfig, steps: usize) -> (Toy<AB>, Toy<AB>) {
     let device = Default::default();
-    let (mut model, _) = inject(Toy::<AB>::new(1, &device), &method_config).unwrap();
+    let mut model = inject(Toy::<AB>::new(1, &device), &method_config).unwrap().model;
     let before = model.clone();
     let mut optim = AdamConfig::new().init::<AB, Toy<AB>>();
     for _ in 0..steps {
@@ -205,7 +209,7 @@ fn zero_r_gives_exactly_the_base_model() {
     let base = Toy::<B>::new(3, &device);
     let y_base = tensor_values(base.forward(input(&device)));
     let config = AdapterConfig::lora_xs(4).with_r_init(loraxs::RInit::Zeros);
-    let (model, _) = inject(base, &config).unwrap();
+    let model = inject(base, &config).unwrap().model;
     assert_eq!(tensor_values(model.forward(input(&device))), y_base);
     let model = unload(model);
     assert_eq!(tensor_values(model.forward(input(&device))), y_base);
@@ -220,7 +224,9 @@ fn parameter_counts_by_group() {
     assert_eq!((count.adapter, count.frozen), (0, base_total));
 
     let r = 4;
-    let (model, _) = inject(Toy::<B>::new(1, &device), &AdapterConfig::lora_xs(r)).unwrap();
+    let model = inject(Toy::<B>::new(1, &device), &AdapterConfig::lora_xs(r))
+        .unwrap()
+        .model;
     let count = param_count(&model, Some(&AdapterConfig::lora_xs(r)));
     assert_eq!(count.adapter, 8 * r * r);
     // Frozen factors: A (r × in) and B (out × r) per module.
@@ -228,15 +234,15 @@ fn parameter_counts_by_group() {
     assert_eq!(count.frozen, base_total + factors);
 
     let config = AdapterConfig::lora(r);
-    let (model, _) = inject(Toy::<B>::new(1, &device), &config).unwrap();
+    let model = inject(Toy::<B>::new(1, &device), &config).unwrap().model;
     assert_eq!(param_count(&model, Some(&config)).adapter, 4 * r * 2 * HIDDEN);
 
     let config = AdapterConfig::vera(r);
-    let (model, _) = inject(Toy::<B>::new(1, &device), &config).unwrap();
+    let model = inject(Toy::<B>::new(1, &device), &config).unwrap().model;
     assert_eq!(param_count(&model, Some(&config)).adapter, 8 * (r + HIDDEN));
 
     let config = AdapterConfig::full();
-    let (model, _) = inject(Toy::<B>::new(1, &device), &config).unwrap();
+    let model = inject(Toy::<B>::new(1, &device), &config).unwrap().model;
     let count = param_count(&model, Some(&config));
     assert_eq!(
         count.adapter,
@@ -303,7 +309,7 @@ fn injection_errors_are_clear() {
         AdapterError::InvalidConfig { field: "targets", .. }
     ));
 
-    let (adapted, _) = inject(toy(), &AdapterConfig::lora_xs(2)).unwrap();
+    let adapted = inject(toy(), &AdapterConfig::lora_xs(2)).unwrap().model;
     let err = inject(adapted, &AdapterConfig::lora(2)).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -315,9 +321,9 @@ fn injection_errors_are_clear() {
 fn trainable_ids_are_stable_across_injections() {
     let device = Default::default();
     let ids = |config: &AdapterConfig| {
-        let (model, _) = inject(Toy::<B>::new(1, &device), config).unwrap();
+        let model = inject(Toy::<B>::new(1, &device), config).unwrap().model;
         let mut ids = Vec::new();
-        model.visit_linears(&mut |name, layer| match layer {
+        model.linears(&mut |name, layer| match layer {
             AdaptedLinear::LoraXs(l) => ids.push(l.r.id),
             AdaptedLinear::Lora(l) => ids.extend([l.a.id, l.b.id]),
             AdaptedLinear::Vera(l) => ids.extend([l.lambda_d.id, l.lambda_b.id]),

@@ -3,7 +3,8 @@
 
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
-use loraxs::{AdaptedLinear, AdapterHost, ParamCount, linear_from_torch};
+use loraxs::interop::linear_from_torch;
+use loraxs::{AdaptedLinear, AdapterHost, ParamCount};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -73,38 +74,19 @@ impl<B: Backend> Toy<B> {
 }
 
 impl<B: Backend> AdapterHost<B> for Toy<B> {
-    fn visit_linears(&self, visit: &mut dyn FnMut(&str, &AdaptedLinear<B>)) {
-        for (i, l) in self.layers.iter().enumerate() {
+    fn linears_mut(&mut self, visit: &mut dyn FnMut(&str, &mut AdaptedLinear<B>)) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
             let mods = [
-                &l.query,
-                &l.value,
-                &l.attention_output,
-                &l.intermediate,
-                &l.output,
+                &mut l.query,
+                &mut l.value,
+                &mut l.attention_output,
+                &mut l.intermediate,
+                &mut l.output,
             ];
             for (name, m) in NAMES.iter().zip(mods) {
                 visit(&format!("encoder.layer.{i}.{name}"), m);
             }
         }
-    }
-
-    fn map_linears(self, map: &mut dyn FnMut(&str, AdaptedLinear<B>) -> AdaptedLinear<B>) -> Self {
-        let layers = self
-            .layers
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let mut f = |name: &str, m| map(&format!("encoder.layer.{i}.{name}"), m);
-                ToyLayer {
-                    query: f(NAMES[0], l.query),
-                    value: f(NAMES[1], l.value),
-                    attention_output: f(NAMES[2], l.attention_output),
-                    intermediate: f(NAMES[3], l.intermediate),
-                    output: f(NAMES[4], l.output),
-                }
-            })
-            .collect();
-        Toy { layers }
     }
 
     fn other_params(&self) -> ParamCount {

@@ -1,5 +1,9 @@
-//! Frozen and trainable parameters, and plain linear layers in PyTorch
-//! layout.
+//! Tensor plumbing between burn and the layouts checkpoints use: frozen
+//! and trainable parameters with stable ids, plain linear layers in
+//! PyTorch layout (`out × in`), host-side values and transposes.
+//!
+//! Model code (loaders, tests, benchmarks) uses these; the adapter API
+//! itself lives at the crate root.
 //!
 //! burn decides what trains through the `require_grad` flag of each
 //! parameter on an autodiff backend: a frozen parameter gets no gradient, is
@@ -30,9 +34,7 @@ pub fn trainable_named<B: Backend, const D: usize>(tensor: Tensor<B, D>, key: &s
 
 /// FNV-1a of `key`: stable across runs, machines and Rust versions.
 pub fn stable_id(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    crate::init::fnv1a(key.bytes())
 }
 
 /// A whole linear layer made trainable with ids from `name`
@@ -48,7 +50,7 @@ pub fn linear_trainable_named<B: Backend>(linear: Linear<B>, name: &str) -> Line
 
 /// Re-flags an existing parameter, keeping its id (optimiser state is keyed
 /// by id).
-pub(crate) fn set_trainable<B: Backend, const D: usize>(
+pub fn set_trainable<B: Backend, const D: usize>(
     param: Param<Tensor<B, D>>,
     trainable: bool,
 ) -> Param<Tensor<B, D>> {
@@ -106,7 +108,8 @@ pub fn torch_weight<B: Backend>(linear: &Linear<B>) -> Vec<f32> {
     transpose(&tensor_values(linear.weight.val()), d_in, d_out)
 }
 
-pub(crate) fn tensor2<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+/// A 2-D tensor from row-major values.
+pub fn tensor2<B: Backend>(values: Vec<f32>, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
@@ -135,4 +138,36 @@ pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Replaces a parameter's values, keeping its id and trainability.
+/// `torch_layout`: the values are a matrix in PyTorch orientation, the
+/// transpose of burn's 2-D layout (a stored `out × in` weight or `r × in`
+/// factor); they are transposed on the host so the tensor stays contiguous,
+/// exactly like the one that was saved (layout changes matmul rounding).
+pub fn replace_values<B: Backend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    values: &[f32],
+    torch_layout: bool,
+) -> Param<Tensor<B, D>> {
+    param.map(|old| {
+        let dims = old.shape().dims::<D>();
+        let require_grad = old.is_require_grad();
+        let device = old.device();
+        let values = if torch_layout {
+            assert_eq!(D, 2, "only matrices are stored transposed");
+            transpose(values, dims[1], dims[0])
+        } else {
+            values.to_vec()
+        };
+        let tensor = Tensor::from_data(TensorData::new(values, dims), &device);
+        tensor.set_require_grad(require_grad)
+    })
+}
+
+/// The values of a burn-layout matrix parameter (`in × out`) in PyTorch
+/// orientation (`out × in`).
+pub fn torch_values<B: Backend>(param: &Param<Tensor<B, 2>>) -> Vec<f32> {
+    let [rows, cols] = param.dims();
+    transpose(&tensor_values(param.val()), rows, cols)
 }

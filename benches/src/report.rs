@@ -1,11 +1,13 @@
 //! The markdown table of `cargo xtask bench`: figures per workload, the
-//! loraxs / PyTorch ratios, and every target of issue #5 with its figure.
+//! loraxs / PyTorch ratios, and every target of `benches/targets.json`
+//! with its figure and verdict.
 
 use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::bench::BenchArgs;
+use crate::runner::BenchArgs;
+use crate::targets::Targets;
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -42,10 +44,6 @@ fn memory(r: Option<&Value>) -> String {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "**met**" } else { "**missed**" }
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -61,7 +59,14 @@ fn machine() -> String {
 }
 
 /// The report for `backend` against the reference rows of `reference`.
-pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArgs, minutes: f64) -> String {
+pub fn markdown(
+    backend: &str,
+    reference: &str,
+    rows: &[&Value],
+    args: &BenchArgs,
+    minutes: f64,
+    targets: &Targets,
+) -> String {
     let mut md = String::new();
     let versions = rows
         .iter()
@@ -202,143 +207,9 @@ pub fn markdown(backend: &str, reference: &str, rows: &[&Value], args: &BenchArg
         );
     }
 
-    let _ = writeln!(md, "\n## Targets (issue #5)\n");
-    let med = |b: &str, w: &str| find(rows, b, w).map(|r| f(r, "median_ms"));
-    let peak = |b: &str, w: &str| find(rows, b, w).map(|r| f(r, "peak_rss_bytes"));
-    if let (Some(a), Some(b)) = (med(backend, "train-lora-xs"), med(reference, "train-lora-xs")) {
-        let _ = writeln!(
-            md,
-            "- LoRA-XS training step ≤ 0.8× PyTorch: {:.2}× ({a:.0} vs {b:.0} ms) — {}",
-            a / b,
-            verdict(a / b <= 0.8)
-        );
-    }
-    // Inference ratios: from `infer-compare` (variants alternating in one
-    // process, paired per round) when it ran, else from separate processes.
-    let paired = find(rows, backend, "infer-compare").and_then(|r| r["variants"].as_array());
-    if let Some(variants) = paired {
-        let variant = |w: &str| variants.iter().find(|v| v["workload"] == w);
-        let base = variant("infer-base")
-            .and_then(|v| v["median_ms"].as_f64())
-            .unwrap_or(f64::NAN);
-        // Identical work measured twice differs by the spread of the
-        // paired ratios; a deviation inside it is not resolved.
-        let line = |w: &str, what: &str, ok: &dyn Fn(f64) -> bool| -> Option<String> {
-            let v = variant(w)?;
-            let r = v["ratio_to_base"].as_f64()?;
-            let m = v["median_ms"].as_f64()?;
-            let q = v["ratio_quartiles"].as_array();
-            let (q1, q3) = q.map_or((r, r), |q| {
-                (q[0].as_f64().unwrap_or(r), q[1].as_f64().unwrap_or(r))
-            });
-            let d = (r - 1.0) * 100.0;
-            let noise = (q3 - q1) / 2.0 * 100.0;
-            let verdict = if ok(d) {
-                verdict(true).to_string()
-            } else if ok(d - noise.copysign(d)) || (d.abs() <= noise) {
-                format!("**not resolved**: inside this machine's noise (±{noise:.1}%)")
-            } else {
-                verdict(false).to_string()
-            };
-            Some(format!(
-                "- {what} (`infer-compare`, paired per round): {d:+.1}% ({m:.0} vs {base:.0} ms; per-round ratios' quartiles {q1:.3}–{q3:.3}) — {verdict}"
-            ))
-        };
-        if let Some(l) = line(
-            "infer-lora-xs-merged",
-            "Merged adapter within 1% of the base model",
-            &|d| d.abs() <= 1.0,
-        ) {
-            let _ = writeln!(md, "{l}");
-        }
-        if let Some(l) = line("infer-lora-xs", "Unmerged LoRA-XS overhead ≤ 5%", &|d| d <= 5.0) {
-            let _ = writeln!(md, "{l}");
-        }
-        if let Some(r) = variant("infer-lora-xs-factored").and_then(|v| v["ratio_to_base"].as_f64()) {
-            let _ = writeln!(
-                md,
-                "  - the same adapter forced through the three thin matmuls (no per-call fusion): {:+.1}%",
-                (r - 1.0) * 100.0
-            );
-        }
-    } else if let (Some(m), Some(base)) = (med(backend, "infer-lora-xs-merged"), med(backend, "infer-base")) {
-        let d = (m / base - 1.0) * 100.0;
-        let _ = writeln!(
-            md,
-            "- Merged adapter within 1% of the base model: {d:+.1}% ({m:.0} vs {base:.0} ms) — {}",
-            verdict(d.abs() <= 1.0)
-        );
-    }
-    if paired.is_none()
-        && let (Some(u), Some(base)) = (med(backend, "infer-lora-xs"), med(backend, "infer-base"))
-    {
-        let d = (u / base - 1.0) * 100.0;
-        let _ = writeln!(
-            md,
-            "- Unmerged LoRA-XS overhead ≤ 5%: {d:+.1}% ({u:.0} vs {base:.0} ms) — {}",
-            verdict(d <= 5.0)
-        );
-    }
-    if paired.is_none()
-        && let Some(factored) = med(backend, "infer-lora-xs-factored")
-        && let Some(base) = med(backend, "infer-base")
-    {
-        let _ = writeln!(
-            md,
-            "  - the same adapter forced through the three thin matmuls (no per-call fusion): {:+.1}%",
-            (factored / base - 1.0) * 100.0
-        );
-    }
-    if let Some(paper) = med(reference, "svd-randomized-10") {
-        for (w, what) in [
-            (
-                "svd-krylov",
-                "Krylov (what `SvdMethod::Auto` picks at these sizes)",
-            ),
-            (
-                "svd-randomized-10",
-                "randomized, 10 power iterations (the paper's algorithm)",
-            ),
-            ("svd-exact", "exact (full thin SVD)"),
-        ] {
-            if let Some(ours) = med(backend, w) {
-                let _ = writeln!(
-                    md,
-                    "- SVD initialisation ≤ 0.5× the paper's (scikit-learn TruncatedSVD, 10 iterations, {paper:.0} ms), loraxs {what}: {:.2}× ({ours:.0} ms) — {}",
-                    ours / paper,
-                    verdict(ours / paper <= 0.5)
-                );
-            }
-        }
-    }
-    if let Some(save) = find(rows, backend, "adapter-save") {
-        let bytes = save["file_bytes"].as_u64().unwrap_or(u64::MAX);
-        let values = save["values"].as_u64().unwrap_or(0);
-        let limit = values * 4 + 1024;
-        let _ = writeln!(
-            md,
-            "- Adapter file ≤ values × 4 B + 1 KiB: {bytes} B for {values} values (limit {limit} B) — {}",
-            verdict(bytes <= limit)
-        );
-        if let Some(theirs) = find(rows, reference, "adapter-save").and_then(|r| r["file_bytes"].as_u64()) {
-            let _ = writeln!(
-                md,
-                "  - PyTorch/peft's file for the same adapter (stores A and B too): {theirs} B ({:.0}× larger)",
-                theirs as f64 / bytes as f64
-            );
-        }
-    }
-    if let (Some(xs), Some(full)) = (peak(backend, "train-lora-xs"), peak(backend, "train-full")) {
-        let theirs = peak(reference, "train-lora-xs");
-        let below_theirs = theirs.is_none_or(|t| xs < t);
-        let _ = writeln!(
-            md,
-            "- Peak memory of a LoRA-XS step below full fine-tuning's and PyTorch's: {:.0} MiB vs full {:.0} MiB{} — {}",
-            xs / MIB,
-            full / MIB,
-            theirs.map_or(String::new(), |t| format!(", PyTorch {:.0} MiB", t / MIB)),
-            verdict(xs < full && below_theirs)
-        );
+    let _ = writeln!(md, "\n## Targets (`benches/targets.json`)\n");
+    for line in targets.lines(rows, backend, reference) {
+        let _ = writeln!(md, "{line}");
     }
     md
 }

@@ -1,6 +1,8 @@
-//! `cargo xtask bench`: whole-model workloads on loraxs and on the PyTorch
-//! reference, interleaved in one invocation, written as a markdown table
-//! and raw JSON per backend (`docs/results/bench-<backend>.{md,json}`).
+//! The `loraxs-bench` runner (`cargo xtask bench`): whole-model workloads
+//! on loraxs and on the PyTorch reference, interleaved in one invocation,
+//! written as a markdown table and raw JSON per backend
+//! (`docs/results/bench-<backend>.{md,json}`), judged against
+//! `benches/targets.json`.
 //!
 //! Every workload runs in a process of its own (`loraxs-workload`, or
 //! `benches/torch_reference/bench.py`), so one workload's memory never
@@ -13,7 +15,33 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{self, project_root};
+use crate::targets::Targets;
+
+/// The workspace root (benchmarks run from there: the reference script,
+/// the scratch folder and the tables are found relative to it).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// `cargo`, the one running this tool when started through cargo.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs a command, failing with the command line and status.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -70,9 +98,10 @@ const REFERENCE_DIR: &str = "benches/torch_reference";
 /// Runs the benchmark.
 pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let root = project_root();
+    let targets = Targets::shipped()?;
     let cuda = args.backend.iter().any(|b| b == "cuda");
     if args.criterion {
-        let mut cmd = util::cargo();
+        let mut cmd = cargo();
         cmd.current_dir(&root).args(["bench", "-p", "loraxs-benches"]);
         if cuda {
             cmd.args(["--features", "cuda"]);
@@ -80,7 +109,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         if let Some(filter) = &args.filter {
             cmd.args(["--", filter]);
         }
-        return util::run(&mut cmd);
+        return run(&mut cmd);
     }
     if args.report_only {
         let out = root.join(&args.out);
@@ -91,7 +120,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             let merged: Vec<Value> =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json_path.display()))?;
             let rows: Vec<&Value> = merged.iter().collect();
-            write_markdown(&out, backend, &rows, args, f64::NAN)?;
+            write_markdown(&out, backend, &rows, args, f64::NAN, &targets)?;
         }
         return Ok(());
     }
@@ -102,11 +131,11 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     };
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => crate::fetch::fetch_model("minilm")?,
+        None => loraxs_models::fetch::fetch_model("minilm").map_err(|e| e.to_string())?,
     };
 
     // The workload binary, optimised like a user's release build.
-    let mut build = util::cargo();
+    let mut build = cargo();
     build.current_dir(&root).args([
         "build",
         "--release",
@@ -118,7 +147,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     if cuda {
         build.args(["--features", "cuda"]);
     }
-    util::run(&mut build)?;
+    run(&mut build)?;
     let binary = root.join("target/release/loraxs-workload");
 
     let workloads = if args.workloads.is_empty() {
@@ -218,7 +247,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         let raw = serde_json::to_string_pretty(&rows).expect("json");
         std::fs::write(&json_path, raw + "\n").map_err(|e| format!("{}: {e}", json_path.display()))?;
         println!("wrote {}", json_path.display());
-        write_markdown(&out, backend, &rows, args, minutes)?;
+        write_markdown(&out, backend, &rows, args, minutes, &targets)?;
     }
     Ok(())
 }
@@ -239,9 +268,10 @@ fn write_markdown(
     rows: &[&Value],
     args: &BenchArgs,
     minutes: f64,
+    targets: &Targets,
 ) -> Result<(), String> {
     let md_path = out.join(format!("bench-{backend}.md"));
-    let table = crate::bench_report::markdown(backend, reference_device(backend), rows, args, minutes);
+    let table = crate::report::markdown(backend, reference_device(backend), rows, args, minutes, targets);
     std::fs::write(&md_path, table).map_err(|e| format!("{}: {e}", md_path.display()))?;
     println!("wrote {}", md_path.display());
     Ok(())
@@ -268,13 +298,11 @@ fn reference_python(root: &Path, setup: bool) -> Result<PathBuf, String> {
         ));
     }
     if !python.is_file() {
-        util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    util::run(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "-r"])
-            .arg(root.join(REFERENCE_DIR).join("requirements.txt")),
-    )?;
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(root.join(REFERENCE_DIR).join("requirements.txt")))?;
     Ok(python)
 }
 

@@ -1,20 +1,70 @@
-//! The paper-style GLUE table from result records.
+//! The paper-style GLUE table, derived from result records alone.
 
 use std::collections::BTreeMap;
 
-use loraxs::Factors;
+use loraxs::Method;
 use loraxs_data::GlueTask;
 use loraxs_train::RunRecord;
 
-fn method_label(r: &RunRecord) -> String {
+use crate::median;
+
+/// The row label of a record's method and rank.
+pub fn method_label(r: &RunRecord) -> String {
     let a = &r.config.adapter;
-    match (a.method.name(), a.factors) {
-        ("full", _) => "Full FT".into(),
-        ("lora-xs", Factors::Random) => format!("LoRA-XS, random A/B (r={})", a.rank),
-        ("lora-xs", _) => format!("LoRA-XS (r={})", a.rank),
-        ("lora", _) => format!("LoRA (r={})", a.rank),
-        (m, _) => format!("{m} (r={})", a.rank),
+    match a.preset_name() {
+        "full" => "Full FT".into(),
+        "lora-xs-random" => format!("LoRA-XS, random A/B (r={})", a.rank),
+        "lora-xs" => format!("LoRA-XS (r={})", a.rank),
+        "lora" => format!("LoRA (r={})", a.rank),
+        "vera" => format!("VeRA (r={})", a.rank),
+        m => format!("{m} (r={})", a.rank),
     }
+}
+
+/// One cell of the table: the best learning-rate pair by median over
+/// seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// The median over seeds of the best pair.
+    pub median: f64,
+    /// Seeds behind that median.
+    pub seeds: usize,
+    /// Learning-rate pairs compared.
+    pub pairs: usize,
+    /// The winning `(lr, head lr)`.
+    pub best_pair: (f64, f64),
+}
+
+/// Picks the learning-rate pair with the highest median over seeds, as the
+/// paper reports a grid. `values` holds `(lr, head_lr, value)` per run.
+/// Ties go to the pair listed first in ascending `(lr, head lr)` order.
+///
+/// ```
+/// use loraxs_experiments::best_pair;
+/// // (1e-3, 1e-3) has seeds 80, 90, 10 → median 80; (1e-4, 1e-3) has 70, 75 → 72.5.
+/// let runs = [(1e-3, 1e-3, 80.0), (1e-3, 1e-3, 90.0), (1e-3, 1e-3, 10.0), (1e-4, 1e-3, 70.0), (1e-4, 1e-3, 75.0)];
+/// let cell = best_pair(&runs).unwrap();
+/// assert_eq!((cell.median, cell.seeds, cell.pairs, cell.best_pair), (80.0, 3, 2, (1e-3, 1e-3)));
+/// ```
+pub fn best_pair(values: &[(f64, f64, f64)]) -> Option<Cell> {
+    let mut pairs: Vec<((f64, f64), Vec<f64>)> = Vec::new();
+    for &(lr, head_lr, v) in values {
+        match pairs.iter_mut().find(|(p, _)| *p == (lr, head_lr)) {
+            Some((_, vs)) => vs.push(v),
+            None => pairs.push(((lr, head_lr), vec![v])),
+        }
+    }
+    pairs.sort_by(|a, b| a.0.0.total_cmp(&b.0.0).then(a.0.1.total_cmp(&b.0.1)));
+    let n = pairs.len();
+    pairs
+        .into_iter()
+        .map(|(pair, vs)| Cell {
+            median: median(&vs),
+            seeds: vs.len(),
+            pairs: n,
+            best_pair: pair,
+        })
+        .reduce(|best, c| if c.median > best.median { c } else { best })
 }
 
 /// Rows: method and rank, with trainable parameters; columns: tasks (the
@@ -25,27 +75,22 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         .into_iter()
         .filter(|t| records.iter().any(|r| r.config.task == *t))
         .collect();
-    // (method, rank) → task → (lr, head lr) → best-epoch values over seeds.
-    type Grid = BTreeMap<(String, String), Vec<f64>>;
-    let mut rows: BTreeMap<(u8, usize, String), BTreeMap<GlueTask, Grid>> = BTreeMap::new();
+    // (method, rank) → task → (lr, head lr, best-epoch value) per run.
+    type Runs = Vec<(f64, f64, f64)>;
+    let mut rows: BTreeMap<(usize, usize, String), BTreeMap<GlueTask, Runs>> = BTreeMap::new();
     let mut params: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in records {
         let label = method_label(r);
-        let order = match r.config.adapter.method.name() {
-            "full" => 0,
-            "lora" => 1,
-            "vera" => 2,
-            _ => 3,
-        };
+        let order = Method::ALL
+            .iter()
+            .position(|&m| m == r.config.adapter.method)
+            .unwrap_or(usize::MAX);
         let value = r.best.metrics[&r.metric] * 100.0;
-        let rates = (format!("{:e}", r.config.lr), format!("{:e}", r.config.head_lr));
         rows.entry((order, r.config.adapter.rank, label.clone()))
             .or_default()
             .entry(r.config.task)
             .or_default()
-            .entry(rates)
-            .or_default()
-            .push(value);
+            .push((r.config.lr, r.config.head_lr, value));
         params.insert(label, (r.trainable_adapter, r.trainable_head));
     }
     let mut out = format!("# GLUE, profile `{profile}`\n\n");
@@ -72,17 +117,17 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         let mut sum = 0.0;
         let mut n = 0;
         for t in &tasks {
-            match cells.get(t) {
-                Some(grid) => {
-                    let (m, seeds) = grid
-                        .values()
-                        .map(|v| (loraxs_benches::workload::median(v), v.len()))
-                        .max_by(|a, b| a.0.total_cmp(&b.0))
-                        .expect("a cell has at least one run");
+            match cells.get(t).and_then(|runs| best_pair(runs)) {
+                Some(Cell {
+                    median: m,
+                    seeds,
+                    pairs,
+                    ..
+                }) => {
                     sum += m;
                     n += 1;
-                    let pairs = if grid.len() > 1 {
-                        format!(", best of {} lr pairs", grid.len())
+                    let pairs = if pairs > 1 {
+                        format!(", best of {pairs} lr pairs")
                     } else {
                         String::new()
                     };

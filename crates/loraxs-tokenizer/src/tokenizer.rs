@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::{EncodeInput, Tokenizer, TruncationParams, TruncationStrategy};
 
-use crate::{ModelError, Result};
+use crate::{Result, TokenizerError};
 
 /// The default maximum sequence length (the paper's GLUE setting).
 pub const DEFAULT_MAX_LENGTH: usize = 128;
@@ -77,12 +77,12 @@ impl TextTokenizer {
     /// settings with dynamic padding and truncation to `max_length`.
     pub fn from_file(path: impl AsRef<Path>, max_length: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let bad = |reason: String| ModelError::Tokenizer {
+        let bad = |reason: String| TokenizerError::Tokenizer {
             path: path.clone(),
             reason,
         };
         if !path.exists() {
-            return Err(ModelError::Io {
+            return Err(TokenizerError::Io {
                 path: path.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
             });
@@ -123,7 +123,7 @@ impl TextTokenizer {
     /// padded to the longest.
     pub fn encode(&self, texts: &[(&str, Option<&str>)]) -> Result<TokenBatch> {
         if texts.is_empty() {
-            return Err(ModelError::Input("cannot tokenise an empty batch".into()));
+            return Err(TokenizerError::Input("cannot tokenise an empty batch".into()));
         }
         let sequences = self.encode_each(texts)?;
         Ok(TokenBatch::pad(
@@ -145,7 +145,7 @@ impl TextTokenizer {
         let encodings = self
             .inner
             .encode_batch(inputs, true)
-            .map_err(|e| ModelError::Tokenizer {
+            .map_err(|e| TokenizerError::Tokenizer {
                 path: self.path.clone(),
                 reason: e.to_string(),
             })?;

@@ -1,0 +1,42 @@
+//! The paper's experiments as data and code that can be tested: profiles
+//! (`profiles/glue-*.json`), run plans, the results file (one JSON line per
+//! run, the source of every table), the tables themselves, and the runner
+//! that ties them to `loraxs-train`. The `loraxs-experiments` binary is its
+//! command line; `cargo xtask reproduce glue` calls it.
+//!
+//! ```
+//! use loraxs_experiments::{Overrides, Profile, plan};
+//!
+//! let profile = Profile::load("smoke").unwrap();
+//! let dir = tempfile::tempdir().unwrap();
+//! // Two tasks with their files; the others are skipped with a note.
+//! for task in ["RTE", "MRPC"] {
+//!     std::fs::create_dir_all(dir.path().join("glue").join(task)).unwrap();
+//!     for split in ["train.tsv", "dev.tsv"] {
+//!         std::fs::write(dir.path().join("glue").join(task).join(split), "").unwrap();
+//!     }
+//! }
+//! let overrides = Overrides { methods: Some(vec!["lora-xs".into()]), ..Default::default() };
+//! let plan = plan(&profile, &overrides, dir.path(), "ckpt".as_ref()).unwrap();
+//! assert_eq!(plan.runs.len(), 2);
+//! assert!(plan.notes.iter().any(|n| n.starts_with("SST-2: skipped")));
+//! assert_eq!(plan.runs[0].adapter.rank, 4);
+//! ```
+
+mod backend;
+mod error;
+mod plan;
+mod profile;
+mod results;
+mod run;
+mod stats;
+mod table;
+
+pub use backend::{BackendKind, OnBackend};
+pub use error::{ExperimentError, Result};
+pub use plan::{Overrides, Plan, plan};
+pub use profile::{BUILT_IN, MethodSettings, PerTask, Profile};
+pub use results::Results;
+pub use run::{Outcome, RunSettings, report_glue, reproduce_glue};
+pub use stats::median;
+pub use table::{Cell, best_pair, glue_table, method_label};

@@ -1,0 +1,159 @@
+//! `loraxs-experiments`: reproduce the paper's tables from a profile.
+//!
+//! ```text
+//! loraxs-experiments reproduce glue [--profile quick|paper|smoke|FILE.json] [flags]
+//! loraxs-experiments report glue [--profile …] [--results FILE]
+//! loraxs-experiments profiles
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use loraxs_experiments::{BUILT_IN, Overrides, Profile, RunSettings, report_glue, reproduce_glue};
+
+#[derive(Parser)]
+#[command(
+    name = "loraxs-experiments",
+    about = "Reproduce the LoRA-XS paper's tables with loraxs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train the runs of a profile (finished runs are skipped, interrupted
+    /// ones resume) and write its table.
+    Reproduce {
+        #[command(subcommand)]
+        what: Table,
+    },
+    /// Rewrite a profile's table from its results file, training nothing.
+    Report {
+        #[command(subcommand)]
+        what: Table,
+    },
+    /// List the built-in profiles.
+    Profiles,
+}
+
+#[derive(Subcommand)]
+enum Table {
+    /// The GLUE table: `--profile quick` (default, ~45 min on 2 CPU cores),
+    /// `paper` (roberta-large grid, for CUDA), `smoke` (CI).
+    Glue(Box<GlueArgs>),
+}
+
+#[derive(Args)]
+struct GlueArgs {
+    /// Profile: `quick` (default), `paper`, `smoke`, or a path to a JSON file.
+    #[arg(long, default_value = "quick")]
+    profile: String,
+    /// Tasks, comma-separated (e.g. `sst2,rte`).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Option<Vec<String>>,
+    /// Methods: `lora-xs`, `lora`, `vera`, `full`, `lora-xs-random` (the no-SVD ablation).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+    /// Ranks (for every method that has one).
+    #[arg(long, value_delimiter = ',')]
+    ranks: Option<Vec<usize>>,
+    /// Seeds.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+    /// Adapter learning rate for every task.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Head learning rate for every task.
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// Epochs for every task.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Training subset size for every task (0: the whole training set).
+    #[arg(long)]
+    train_subset: Option<usize>,
+    /// Backend: `flex`, `ndarray` or `cuda` (needs `--features cuda`).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Model: `minilm`, a fetched name, or a folder path.
+    #[arg(long)]
+    model: Option<String>,
+    /// GLUE data folder (default: $LORAXS_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Results file (JSON lines; default docs/results/glue-<profile>.jsonl).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Checkpoint folder (default target/loraxs-checkpoints).
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the planned runs and exit.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl GlueArgs {
+    fn split(self) -> (String, Overrides, RunSettings) {
+        let overrides = Overrides {
+            tasks: self.tasks,
+            methods: self.methods,
+            ranks: self.ranks,
+            seeds: self.seeds,
+            lr: self.lr,
+            head_lr: self.head_lr,
+            epochs: self.epochs,
+            train_subset: self.train_subset,
+        };
+        let settings = RunSettings {
+            backend: self.backend,
+            model: self.model,
+            data_dir: self.data_dir,
+            results: self.results,
+            checkpoints: self.checkpoints,
+            quiet: self.quiet,
+            dry_run: self.dry_run,
+        };
+        (self.profile, overrides, settings)
+    }
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Reproduce {
+            what: Table::Glue(args),
+        } => {
+            let (profile, overrides, settings) = args.split();
+            Profile::load(&profile).and_then(|p| reproduce_glue(&p, &overrides, &settings).map(|_| ()))
+        }
+        Cmd::Report {
+            what: Table::Glue(args),
+        } => {
+            let (profile, overrides, settings) = args.split();
+            Profile::load(&profile)
+                .and_then(|p| report_glue(&p, &overrides, &settings))
+                .map(|out| eprintln!("wrote {}", out.display()))
+        }
+        Cmd::Profiles => {
+            for (name, _) in BUILT_IN {
+                match Profile::load(name) {
+                    Ok(p) => println!("{name}: {}", p.doc),
+                    Err(e) => println!("{name}: {e}"),
+                }
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The adaptable linear layers of each architecture, by Hugging Face name
+//! and shape, from the config alone: written once here, used by the model
+//! loaders (which tensors to read), by adapter injection (which names a
+//! model reports) and by parameter tables (which need no weights).
+
+use loraxs::ModuleShape;
+use serde::Deserialize;
+
+use crate::config::EncoderConfig;
+
+/// One adaptable linear layer: its dotted Hugging Face name and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearModule {
+    /// Dotted name, e.g. `encoder.layer.3.attention.self.query`.
+    pub name: String,
+    /// `in → out`, bias.
+    pub shape: ModuleShape,
+}
+
+/// The linear layers of one BERT/RoBERTa encoder layer, below
+/// `encoder.layer.N.`, in model order.
+pub const ENCODER_LAYER_LINEARS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+
+/// The prefix of encoder layer `i`.
+pub fn encoder_layer_prefix(i: usize) -> String {
+    format!("encoder.layer.{i}")
+}
+
+impl EncoderConfig {
+    /// The linear layers of one encoder layer, in model order: the name
+    /// below `encoder.layer.N.` and the shape (all with bias).
+    pub fn layer_linears(&self) -> [(&'static str, ModuleShape); 6] {
+        let (h, f) = (self.hidden_size, self.intermediate_size);
+        let s = |d_in, d_out| ModuleShape::new(d_in, d_out, true);
+        let shapes = [s(h, h), s(h, h), s(h, h), s(h, h), s(h, f), s(f, h)];
+        let mut i = 0;
+        ENCODER_LAYER_LINEARS.map(|name| {
+            i += 1;
+            (name, shapes[i - 1])
+        })
+    }
+
+    /// Every adaptable linear layer of the encoder stack, in model order
+    /// (the pooler, which checkpoints may lack, is not included).
+    pub fn linear_modules(&self) -> Vec<LinearModule> {
+        (0..self.num_hidden_layers)
+            .flat_map(|i| {
+                self.layer_linears().map(|(suffix, shape)| LinearModule {
+                    name: format!("{}.{suffix}", encoder_layer_prefix(i)),
+                    shape,
+                })
+            })
+            .collect()
+    }
+
+    /// Every parameter of the base model with its pooler, as Hugging Face
+    /// counts them.
+    pub fn total_params(&self) -> usize {
+        let h = self.hidden_size;
+        let linear: usize = self.linear_modules().iter().map(|m| m.shape.base_values()).sum();
+        let embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
+        let norms = self.num_hidden_layers * 4 * h;
+        let pooler = h * h + h;
+        linear + embeddings + norms + pooler
+    }
+}
+
+/// The architecture fields of a Llama-family decoder `config.json`
+/// (Llama, Mistral, Gemma, SmolLM). Unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DecoderConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the model.
+    pub hidden_size: usize,
+    /// Width of the gated feed-forward block.
+    pub intermediate_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_key_value_heads: usize,
+    /// Width of one head, when not `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Whether the output projection shares the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+}
+
+impl DecoderConfig {
+    /// Parses `config.json` text; `path` is used in error messages.
+    pub fn from_json(text: &str, path: &std::path::Path) -> crate::Result<Self> {
+        serde_json::from_str(text).map_err(|e| crate::ModelError::Config {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The linear layers of one decoder layer, in model order: the name
+    /// below `model.layers.N.` and the shape (no biases).
+    pub fn layer_linears(&self) -> [(&'static str, ModuleShape); 7] {
+        let (h, f) = (self.hidden_size, self.intermediate_size);
+        let hd = self.head_dim.unwrap_or(h / self.num_attention_heads);
+        let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
+        let s = |d_in, d_out| ModuleShape::new(d_in, d_out, false);
+        [
+            ("self_attn.q_proj", s(h, q)),
+            ("self_attn.k_proj", s(h, kv)),
+            ("self_attn.v_proj", s(h, kv)),
+            ("self_attn.o_proj", s(q, h)),
+            ("mlp.gate_proj", s(h, f)),
+            ("mlp.up_proj", s(h, f)),
+            ("mlp.down_proj", s(f, h)),
+        ]
+    }
+
+    /// Every adaptable linear layer, in model order.
+    pub fn linear_modules(&self) -> Vec<LinearModule> {
+        (0..self.num_hidden_layers)
+            .flat_map(|i| {
+                self.layer_linears().map(|(suffix, shape)| LinearModule {
+                    name: format!("model.layers.{i}.{suffix}"),
+                    shape,
+                })
+            })
+            .collect()
+    }
+
+    /// Every parameter of the base model.
+    pub fn total_params(&self) -> usize {
+        let h = self.hidden_size;
+        let linear: usize = self.linear_modules().iter().map(|m| m.shape.base_values()).sum();
+        let embeddings = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 };
+        let norms = self.num_hidden_layers * 2 * h + h;
+        linear + embeddings + norms
+    }
+}
