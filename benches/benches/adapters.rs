@@ -51,7 +51,8 @@ fn train_backend<B: burn::tensor::backend::AutodiffBackend>(c: &mut Criterion, b
         &AdapterConfig::lora(RANK),
         "m",
     )
-    .unwrap();
+    .unwrap()
+    .0;
     group.bench_function(BenchmarkId::new("lora", backend), |b| {
         b.iter(|| step(|x| lora.forward(x), &x))
     });

@@ -274,16 +274,21 @@ fn split_mrpc(all: &Path, ids: &Path, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs a command, failing with the command line and status.
-fn run(cmd: &mut Command) -> Result<(), String> {
+/// Runs a command, failing with the command line and status (the fetch
+/// steps' subprocesses, and the tools that start cargo).
+pub fn run_command(cmd: &mut Command) -> Result<(), FetchError> {
     let status = cmd
         .status()
-        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+        .map_err(|e| FetchError(format!("could not start {cmd:?}: {e}")))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{cmd:?} failed with {status}"))
+        Err(FetchError(format!("{cmd:?} failed with {status}")))
     }
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    run_command(cmd).map_err(|e| e.0)
 }
 
 /// Lower-case hex SHA-256 of a file.

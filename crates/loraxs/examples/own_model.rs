@@ -37,11 +37,11 @@ struct Block<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// Deterministic "pretrained" weights.
     fn pretrained(device: &B::Device) -> Self {
-        let mut seed = 0u32;
+        let mut seed = 0usize;
         let mut linear = |d_out: usize, d_in: usize| -> AdaptedLinear<B> {
             seed += 1;
             let w = (0..d_out * d_in)
-                .map(|i| (((i as u32 + 1) * 2654435761u32 ^ seed * 40503) % 1000) as f32 / 1000.0 - 0.5)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5)
                 .map(|v| v / (d_in as f32).sqrt())
                 .collect();
             linear_from_torch(w, d_out, d_in, Some(vec![0.0; d_out]), device).into()
@@ -168,4 +168,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(diff < 1e-4);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cargo test` runs the example end to end.
+    #[test]
+    fn the_example_runs() {
+        super::main().unwrap();
+    }
 }

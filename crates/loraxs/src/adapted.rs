@@ -66,6 +66,8 @@ pub(crate) enum Prepared<B: Backend> {
 
 impl<B: Backend> Prepared<B> {
     /// The shared state of `config.method` for these targeted modules.
+    // Most methods share nothing: their `Shared` is `()`, passed on as is.
+    #[allow(clippy::unit_arg)]
     pub(crate) fn new(config: &AdapterConfig, targeted: &[ModuleShape]) -> Self {
         match config.method {
             Method::Full => Self::Full(Linear::<B>::shared(config, targeted)),

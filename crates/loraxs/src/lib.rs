@@ -131,3 +131,9 @@ pub fn load_adapter<B: burn::tensor::backend::Backend, H: AdapterHost<B>>(
     let adapted = file.apply(host, path)?;
     Ok((adapted, file))
 }
+
+/// README.md's Rust snippet, compiled and run as a doctest so that it
+/// stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

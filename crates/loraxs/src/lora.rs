@@ -45,7 +45,7 @@ mod layer {
 
     use crate::init::{Stream, kaiming_uniform, rng};
     use crate::interop::{linear_dims, replace_values, tensor2, torch_values, trainable_named, transpose};
-    use crate::method::{AdapterLayer, FactorReport, ModuleShape, fold};
+    use crate::method::{AdapterLayer, FactorReport, ModuleShape, merge_by_delta};
     use crate::{AdaptedLinear, AdapterConfig, Method, Result};
 
     /// A linear layer with a LoRA adapter: `y = W x + b + s · B A dropout(x)`.
@@ -106,10 +106,6 @@ mod layer {
             Ok((layer, FactorReport::default()))
         }
 
-        fn base(&self) -> &Linear<B> {
-            &self.base
-        }
-
         fn rank(&self) -> usize {
             self.a.dims()[1]
         }
@@ -133,21 +129,7 @@ mod layer {
             self
         }
 
-        fn is_merged(&self) -> bool {
-            self.merged
-        }
-
-        fn merge(self) -> Self {
-            fold(self, true, Self::delta_weight, |l| (&mut l.base, &mut l.merged))
-        }
-
-        fn unmerge(self) -> Self {
-            fold(self, false, Self::delta_weight, |l| (&mut l.base, &mut l.merged))
-        }
-
-        fn into_base(self) -> Linear<B> {
-            self.base
-        }
+        merge_by_delta!();
     }
 
     impl<B: Backend> From<LoraLinear<B>> for AdaptedLinear<B> {

@@ -279,3 +279,37 @@ mod layer {
 
 #[cfg(feature = "burn")]
 pub(crate) use layer::fold;
+
+/// The part of [`AdapterLayer`] every layer with a `base: Linear<B>` and a
+/// `merged: bool` field and an inherent `delta_weight()` (burn layout)
+/// shares: base access and merging through [`fold`].
+#[cfg(feature = "burn")]
+macro_rules! merge_by_delta {
+    () => {
+        fn base(&self) -> &burn::nn::Linear<B> {
+            &self.base
+        }
+
+        fn into_base(self) -> burn::nn::Linear<B> {
+            self.base
+        }
+
+        fn is_merged(&self) -> bool {
+            self.merged
+        }
+
+        fn merge(self) -> Self {
+            $crate::method::fold(self, true, Self::delta_weight, |l| {
+                (&mut l.base, &mut l.merged)
+            })
+        }
+
+        fn unmerge(self) -> Self {
+            $crate::method::fold(self, false, Self::delta_weight, |l| {
+                (&mut l.base, &mut l.merged)
+            })
+        }
+    };
+}
+#[cfg(feature = "burn")]
+pub(crate) use merge_by_delta;

@@ -49,7 +49,7 @@ mod layer {
     use crate::interop::{
         frozen, linear_dims, replace_values, tensor_values, tensor2, trainable_named, transpose,
     };
-    use crate::method::{AdapterLayer, FactorReport, ModuleShape, fold};
+    use crate::method::{AdapterLayer, FactorReport, ModuleShape, merge_by_delta};
     use crate::{AdaptedLinear, AdapterConfig, Method, Result};
 
     /// A linear layer with a VeRA adapter:
@@ -184,10 +184,6 @@ mod layer {
             Ok((layer, FactorReport::default()))
         }
 
-        fn base(&self) -> &Linear<B> {
-            &self.base
-        }
-
         fn rank(&self) -> usize {
             self.lambda_d.dims()[0]
         }
@@ -214,21 +210,7 @@ mod layer {
             self
         }
 
-        fn is_merged(&self) -> bool {
-            self.merged
-        }
-
-        fn merge(self) -> Self {
-            fold(self, true, Self::delta_weight, |l| (&mut l.base, &mut l.merged))
-        }
-
-        fn unmerge(self) -> Self {
-            fold(self, false, Self::delta_weight, |l| (&mut l.base, &mut l.merged))
-        }
-
-        fn into_base(self) -> Linear<B> {
-            self.base
-        }
+        merge_by_delta!();
     }
 
     impl<B: Backend> From<VeraLinear<B>> for AdaptedLinear<B> {

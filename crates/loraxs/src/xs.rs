@@ -58,7 +58,7 @@ mod layer {
     use crate::interop::{
         frozen, linear_dims, replace_values, tensor_values, tensor2, torch_values, trainable_named, transpose,
     };
-    use crate::method::{AdapterLayer, FactorReport, ModuleShape, fold};
+    use crate::method::{AdapterLayer, FactorReport, ModuleShape, merge_by_delta};
     use crate::{AdaptedLinear, AdapterConfig, AdapterError, AdapterHost, Factors, Method, RInit, Result};
 
     /// A linear layer with a LoRA-XS adapter:
@@ -249,10 +249,6 @@ mod layer {
             Self::build(base, config, module)
         }
 
-        fn base(&self) -> &Linear<B> {
-            &self.base
-        }
-
         fn rank(&self) -> usize {
             self.r.dims()[0]
         }
@@ -279,21 +275,7 @@ mod layer {
             self
         }
 
-        fn is_merged(&self) -> bool {
-            self.merged
-        }
-
-        fn merge(self) -> Self {
-            fold(self, true, Self::delta_weight, |l| (&mut l.base, &mut l.merged))
-        }
-
-        fn unmerge(self) -> Self {
-            fold(self, false, Self::delta_weight, |l| (&mut l.base, &mut l.merged))
-        }
-
-        fn into_base(self) -> Linear<B> {
-            self.base
-        }
+        merge_by_delta!();
     }
 
     impl<B: Backend> From<LoraXsLinear<B>> for AdaptedLinear<B> {

@@ -1,0 +1,217 @@
+//! The experiment layer on its own: profiles, planning, the results file
+//! and the table, with no training.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use loraxs::{AdapterConfig, Factors, Method};
+use loraxs_data::{GlueTask, Split};
+use loraxs_experiments::{BUILT_IN, ExperimentError, Overrides, Profile, Results, glue_table, plan};
+use loraxs_train::{EpochRecord, RunConfig, RunRecord};
+
+/// A data folder where `tasks` have (empty) train and dev files.
+fn data_dir(tasks: &[GlueTask]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for &task in tasks {
+        for &split in [Split::Train].iter().chain(task.dev_splits()) {
+            let path = task.path(dir.path(), split);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn every_built_in_profile_parses_and_plans() {
+    let data = data_dir(&GlueTask::ALL);
+    for (name, _) in BUILT_IN {
+        let profile = Profile::load(name).unwrap();
+        assert_eq!(profile.name, name);
+        assert!(!profile.doc.is_empty(), "{name}: say what the profile is for");
+        let plan = plan(&profile, &Overrides::default(), data.path(), Path::new("ckpt")).unwrap();
+        assert!(!plan.runs.is_empty(), "{name}");
+        // Keys name runs uniquely: the results file de-duplicates by them.
+        let mut keys = plan.keys();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), plan.runs.len(), "{name}: duplicate run keys");
+    }
+}
+
+#[test]
+fn the_paper_grid_plans_every_rate_pair_seed_and_rank_with_mnli_first() {
+    let profile = Profile::load("paper").unwrap();
+    let data = data_dir(&[GlueTask::Mnli, GlueTask::Rte, GlueTask::Sst2]);
+    let plan = plan(&profile, &Overrides::default(), data.path(), Path::new("ckpt")).unwrap();
+    // MNLI and SST-2: 3 × 3 rates; RTE: 2 × 2; × 5 seeds × 6 ranks.
+    let per = |task| plan.runs.iter().filter(|r| r.task == task).count();
+    assert_eq!(per(GlueTask::Mnli), 9 * 5 * 6);
+    assert_eq!(per(GlueTask::Sst2), 9 * 5 * 6);
+    assert_eq!(per(GlueTask::Rte), 4 * 5 * 6);
+    assert_eq!(plan.runs[0].task, GlueTask::Mnli, "MNLI runs first");
+    // RTE starts from the MNLI adapter of its rank and seed, 50 epochs.
+    let rte = plan
+        .runs
+        .iter()
+        .find(|r| r.task == GlueTask::Rte && r.adapter.rank == 12 && r.seed == 3)
+        .unwrap();
+    assert_eq!(rte.epochs, 50);
+    let from = rte.init_from.as_ref().unwrap().to_string_lossy().into_owned();
+    assert!(from.starts_with("ckpt/mnli-lora-xs-r12-s3-"), "{from}");
+    assert!(from.ends_with("/adapter.safetensors"), "{from}");
+    assert_eq!(rte.warmup_ratio, 0.0);
+    // Missing tasks are skipped with a note naming the file.
+    assert!(plan.notes.iter().any(|n| n.starts_with("CoLA: skipped, missing")));
+}
+
+#[test]
+fn overrides_replace_the_profile_and_bad_values_name_the_field() {
+    let profile = Profile::load("quick").unwrap();
+    let data = data_dir(&[GlueTask::Sst2, GlueTask::Rte]);
+    let overrides = Overrides {
+        tasks: Some(vec!["rte".into()]),
+        methods: Some(vec!["lora-xs-random".into(), "full".into()]),
+        ranks: Some(vec![2, 3]),
+        seeds: Some(vec![7]),
+        lr: Some(0.5),
+        train_subset: Some(0),
+        ..Default::default()
+    };
+    let mut profile_with_settings = profile.clone();
+    let xs = profile.method_settings["lora-xs"].clone();
+    profile_with_settings
+        .method_settings
+        .insert("lora-xs-random".into(), xs.clone());
+    profile_with_settings.method_settings.insert("full".into(), xs);
+    let planned = plan(&profile_with_settings, &overrides, data.path(), Path::new("c")).unwrap();
+    // Random factors at two ranks, full fine-tuning once (no rank).
+    assert_eq!(planned.runs.len(), 3);
+    assert!(
+        planned
+            .runs
+            .iter()
+            .all(|r| r.task == GlueTask::Rte && r.seed == 7 && r.lr == 0.5)
+    );
+    assert!(planned.runs.iter().all(|r| r.train_subset.is_none()));
+    assert_eq!(planned.runs[0].adapter.factors, Factors::Random);
+    assert_eq!(planned.runs[2].adapter.method, Method::Full);
+
+    let err = |o: Overrides| {
+        plan(&profile, &o, data.path(), Path::new("c"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(Overrides {
+        tasks: Some(vec!["mnlii".into()]),
+        ..Default::default()
+    });
+    assert!(
+        e.starts_with("profile quick: unknown task `mnlii`: expected one of"),
+        "{e}"
+    );
+    let e = err(Overrides {
+        methods: Some(vec!["vera".into()]),
+        ..Default::default()
+    });
+    assert_eq!(e, "profile quick: no `method_settings` for method `vera`");
+    let bad = Profile::from_json("broken", r#"{"model": "minilm"}"#).unwrap_err();
+    assert!(
+        bad.to_string().starts_with("profile broken: missing field"),
+        "{bad}"
+    );
+    assert!(matches!(
+        Profile::load("nope"),
+        Err(ExperimentError::Profile { .. })
+    ));
+}
+
+fn record(task: GlueTask, preset: &str, rank: usize, seed: u64, lr: f64, value: f64) -> RunRecord {
+    let adapter = AdapterConfig::preset(preset, rank).unwrap().with_seed(seed);
+    let mut config = RunConfig::new(task, adapter, lr, 1e-3, 2);
+    config.seed = seed;
+    let metric = task.metrics()[0].name().to_string();
+    let best = EpochRecord {
+        epoch: 2,
+        train_loss: 0.5,
+        metrics: BTreeMap::from([(metric.clone(), value)]),
+    };
+    RunRecord {
+        key: config.key(),
+        config,
+        epochs: vec![best.clone()],
+        best,
+        metric,
+        trainable_adapter: rank * rank * 24,
+        trainable_head: 100,
+        train_examples: 10,
+        wall_seconds: 60.0,
+        examples_per_second: 1.0,
+        backend: "flex".into(),
+        model: "minilm".into(),
+        git_commit: "abc".into(),
+    }
+}
+
+#[test]
+fn the_table_takes_the_median_over_seeds_of_the_best_rate_pair() {
+    let records = vec![
+        // LoRA-XS on RTE: lr 1e-3 → seeds 0.6, 0.7, 0.2 (median 0.6); lr 1e-4 → 0.5, 0.55 (0.525).
+        record(GlueTask::Rte, "lora-xs", 4, 0, 1e-3, 0.6),
+        record(GlueTask::Rte, "lora-xs", 4, 1, 1e-3, 0.7),
+        record(GlueTask::Rte, "lora-xs", 4, 2, 1e-3, 0.2),
+        record(GlueTask::Rte, "lora-xs", 4, 0, 1e-4, 0.5),
+        record(GlueTask::Rte, "lora-xs", 4, 1, 1e-4, 0.55),
+        record(GlueTask::Sst2, "lora-xs", 4, 0, 1e-3, 0.9),
+        // LoRA on RTE only: no average.
+        record(GlueTask::Rte, "lora", 8, 0, 1e-3, 0.65),
+    ];
+    let table = glue_table("unit", &records, &["SST-2 note".into()]);
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| LoRA")).collect();
+    assert_eq!(
+        rows,
+        [
+            "| LoRA (r=8) | 1536 | 100 | – | 65.0 (1 seed) | – |",
+            "| LoRA-XS (r=4) | 384 | 100 | 90.0 (1 seed) | 60.0 (3 seeds, best of 2 lr pairs) | 75.0 |",
+        ],
+        "{table}"
+    );
+    assert!(table.contains("| | | | accuracy | accuracy | |"), "{table}");
+    assert!(table.contains("7 runs; model minilm; backend flex; total wall time 7.0 min"));
+    assert!(table.ends_with("\n- SST-2 note\n"), "{table}");
+}
+
+#[test]
+fn a_torn_last_line_is_reported_and_replaced_by_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.jsonl");
+    let mut results = Results::open(&path).unwrap();
+    assert!(results.records.is_empty());
+    let first = record(GlueTask::Rte, "lora-xs", 4, 0, 1e-3, 0.6);
+    let second = record(GlueTask::Rte, "lora-xs", 4, 1, 1e-3, 0.7);
+    results.append(first.clone()).unwrap();
+    // A run killed while writing its record: half a line, no newline.
+    let line = serde_json::to_string(&second).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&line.as_bytes()[..line.len() / 2]);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mut results = Results::open(&path).unwrap();
+    assert_eq!(results.records, vec![first.clone()]);
+    assert!(results.torn_tail.is_some());
+    assert!(
+        results.has(&first.key) && !results.has(&second.key),
+        "the torn run runs again"
+    );
+    results.append(second.clone()).unwrap();
+    let reread = Results::open(&path).unwrap();
+    assert_eq!(reread.records, vec![first, second]);
+    assert!(reread.torn_tail.is_none());
+
+    // A damaged complete line is an error naming the line, not skipped.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.insert_str(0, "{\"key\": 3}\n");
+    std::fs::write(&path, text).unwrap();
+    let err = Results::open(&path).unwrap_err().to_string();
+    assert!(err.contains("results.jsonl:1: not a run record"), "{err}");
+}
