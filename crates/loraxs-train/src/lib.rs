@@ -24,6 +24,6 @@ mod trainer;
 
 pub use config::RunConfig;
 pub use error::TrainError;
-pub use record::{EpochRecord, Metrics, RunRecord, append_record, read_records};
+pub use record::{EpochRecord, Metrics, RunRecord};
 pub use schedule::LinearSchedule;
 pub use trainer::{TrainOptions, evaluate, train};

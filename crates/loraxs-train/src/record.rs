@@ -1,8 +1,7 @@
-//! Result records: one JSON line per finished run.
+//! Result records: what a finished run reports. Results files (one JSON
+//! line per record) are read and written by `loraxs-experiments`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,32 +51,4 @@ pub struct RunRecord {
     pub model: String,
     /// Git commit of the code that ran (or `unknown`).
     pub git_commit: String,
-}
-
-/// Appends `record` as one JSON line to `path` (created if needed).
-pub fn append_record(path: &Path, record: &RunRecord) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    writeln!(
-        file,
-        "{}",
-        serde_json::to_string(record).expect("records serialise")
-    )
-}
-
-/// Every record of a results file; a line that does not parse is an error
-/// naming the line.
-pub fn read_records(path: &Path) -> Result<Vec<RunRecord>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
-        .collect()
 }
