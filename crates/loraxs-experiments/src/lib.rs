@@ -23,6 +23,8 @@
 //! assert_eq!(plan.runs[0].adapter.rank, 4);
 //! ```
 
+#![warn(missing_docs)]
+
 mod backend;
 mod error;
 mod plan;

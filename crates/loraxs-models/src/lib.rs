@@ -24,6 +24,8 @@
 //! assert!(err.to_string().starts_with("c.json: missing field `vocab_size`"));
 //! ```
 
+#![warn(missing_docs)]
+
 mod arch;
 mod cache;
 mod config;

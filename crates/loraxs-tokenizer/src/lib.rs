@@ -16,6 +16,8 @@
 //! assert_eq!(batch.attention_mask, [1, 1, 1, 1, 1, 0]);
 //! ```
 
+#![warn(missing_docs)]
+
 mod tokenizer;
 
 use std::path::PathBuf;

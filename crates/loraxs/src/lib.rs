@@ -57,6 +57,8 @@
 //! assert_eq!(file.stored_values(), 16);
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod count;
 mod error;
