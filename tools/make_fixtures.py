@@ -8,6 +8,11 @@ and the model's last hidden state and pooled output for them, in float32.
 The Rust parity test feeds the same text through loraxs's tokenizer and
 encoder and compares.
 
+Also writes minilm_gradients.safetensors: the training path's reference,
+LoRA-XS on MiniLM built here from torch.linalg.svd (not from loraxs), its
+last hidden state and PyTorch autograd's gradients of a fixed scalar loss
+with respect to every R and to the word embeddings (see minilm_gradients).
+
 Usage (torch, transformers and safetensors from PyPI):
     python tools/make_fixtures.py MODEL_DIR
 where MODEL_DIR holds config.json, model.safetensors and tokenizer.json
@@ -75,6 +80,7 @@ def main() -> None:
     save_file(tensors, str(path), metadata=metadata)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     tiny_roberta(out / "tiny-roberta")
+    minilm_gradients(model, tokenizer, out / "minilm_gradients.safetensors")
 
 
 def tiny_roberta(out: pathlib.Path) -> None:
@@ -112,6 +118,88 @@ def tiny_roberta(out: pathlib.Path) -> None:
     for extra in ["generation_config.json"]:
         (out / extra).unlink(missing_ok=True)
     print(f"wrote {out}")
+
+
+GRAD_RANK = 8
+GRAD_ALPHA = 16.0
+GRAD_TARGETS = ("attention.self.query", "attention.self.value", "attention.output.dense", "output.dense")
+
+
+def loss_weights(n: int) -> "torch.Tensor":
+    """The fixed weights P of the scalar loss `sum(hidden * P)`: cos(0.7 i)
+    over the flattened last hidden state (the Rust test forms the same)."""
+    return torch.cos(0.7 * torch.arange(n, dtype=torch.float64))
+
+
+def minilm_gradients(model, tokenizer, path: pathlib.Path) -> None:
+    """LoRA-XS (rank 8, alpha 16, the paper's GLUE targets) on MiniLM in
+    float64, written independently of loraxs: A = Sigma_r V_r^T and B = U_r
+    from torch.linalg.svd with loraxs's documented sign convention (the
+    entry of largest magnitude in each u_i is positive), R drawn here, and
+    `y = W x + b + s * B R A x`. Stores R, the last hidden state, and the
+    gradients of `sum(hidden * P)` with respect to every R and to the rows
+    of the word embeddings the batch uses."""
+    import copy
+
+    torch.manual_seed(2)
+    model = copy.deepcopy(model).double().eval()  # eval: dropout off
+    for p in model.parameters():
+        p.requires_grad_(False)
+    scale = GRAD_ALPHA / GRAD_RANK
+    tensors = {}
+    adapters = {}
+
+    class XsLinear(torch.nn.Module):
+        def __init__(self, base, a, b, r):
+            super().__init__()
+            self.base, self.a, self.b, self.r = base, a, b, r
+
+        def forward(self, x):
+            return self.base(x) + scale * (((x @ self.a.T) @ self.r.T) @ self.b.T)
+
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, torch.nn.Linear) or not name.endswith(GRAD_TARGETS):
+            continue
+        if not name.startswith("encoder.layer."):
+            continue
+        u, s, vh = torch.linalg.svd(module.weight.detach(), full_matrices=False)
+        u, s, vh = u[:, :GRAD_RANK].clone(), s[:GRAD_RANK], vh[:GRAD_RANK].clone()
+        for j in range(GRAD_RANK):
+            i = torch.argmax(u[:, j].abs())
+            if u[i, j] < 0:
+                u[:, j] = -u[:, j]
+                vh[j] = -vh[j]
+        a = torch.diag(s) @ vh
+        # Rounded to float32 first: the test loads exactly these values.
+        r = (0.05 * torch.randn(GRAD_RANK, GRAD_RANK)).double().requires_grad_(True)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, XsLinear(module, a, u, r))
+        adapters[name] = r
+    assert len(adapters) == 4 * model.config.num_hidden_layers, sorted(adapters)
+
+    batch = tokenizer(
+        [a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, truncation=True, max_length=128, return_tensors="pt"
+    )
+    embeddings = model.embeddings.word_embeddings.weight
+    embeddings.requires_grad_(True)
+    hidden = model(**batch).last_hidden_state
+    loss = (hidden.flatten() * loss_weights(hidden.numel())).sum()
+    loss.backward()
+
+    rows = torch.unique(batch["input_ids"])
+    tensors["input_ids"] = batch["input_ids"].to(torch.int64)
+    tensors["token_type_ids"] = batch["token_type_ids"].to(torch.int64)
+    tensors["attention_mask"] = batch["attention_mask"].to(torch.int64)
+    tensors["last_hidden_state"] = hidden.detach().float().contiguous()
+    tensors["loss"] = loss.detach().float().reshape(1)
+    tensors["word_embeddings.rows"] = rows.to(torch.int64)
+    tensors["word_embeddings.grad"] = embeddings.grad[rows].float().contiguous()
+    for name, r in adapters.items():
+        tensors[f"{name}.lora_xs.R"] = r.detach().float().contiguous()
+        tensors[f"{name}.lora_xs.R.grad"] = r.grad.float().contiguous()
+    metadata = {"rank": str(GRAD_RANK), "alpha": str(GRAD_ALPHA), "precision": "float64 reference, stored as float32"}
+    save_file(tensors, str(path), metadata=metadata)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -131,13 +131,10 @@ fn task_names() {
 /// counts match the canonical split sizes.
 #[test]
 fn real_glue_files() {
-    let Some(dir) = std::env::var_os("LORAXS_DATA_DIR") else {
-        eprintln!("\n*** SKIPPED: LORAXS_DATA_DIR is not set; the real GLUE files were not checked.\n");
+    // The workspace's one rule: skipped loudly when absent, a failure under CI.
+    let Some(dir) = loraxs_models::testing::test_data_dir() else {
         return;
     };
-    // cargo runs tests in the crate's folder; a relative path in the
-    // variable means one from the workspace root, where `cargo test` is typed.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
     let dir = dir.as_path();
     let expected = [
         (GlueTask::Cola, Split::Train, 8_551),

@@ -134,3 +134,73 @@ impl ValidForward for loraxs_heads::Head<B> {
         tensor_values(self.forward(x, None))
     }
 }
+
+/// Hugging Face initialises classifier weights from N(0, 0.02²) and biases
+/// at 0 (`_init_weights`): check the draws' moments and shape, not just a
+/// bound, on a MiniLM-sized head.
+#[test]
+fn head_initialisation_is_hugging_faces() {
+    let device = Default::default();
+    let head = HeadConfig::new(HeadStyle::Roberta, 384, 2).init::<B>(&device);
+    let dense = head.dense.as_ref().unwrap();
+    for (name, linear) in [("dense", dense), ("out_proj", &head.out_proj)] {
+        let bias = tensor_values(linear.bias.as_ref().unwrap().val());
+        assert!(bias.iter().all(|&b| b == 0.0), "{name}: zero bias");
+    }
+    let w: Vec<f64> = tensor_values(dense.weight.val())
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let n = w.len() as f64;
+    let mean = w.iter().sum::<f64>() / n;
+    let std = (w.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    // 147 456 draws: the standard errors are 5e-5 (mean) and 0.2 % (std).
+    assert!(mean.abs() < 3e-4, "mean {mean}");
+    assert!((std / 0.02 - 1.0).abs() < 0.01, "std {std}");
+    let within = |k: f64| w.iter().filter(|v| v.abs() <= k * 0.02).count() as f64 / n;
+    assert!(
+        (within(1.0) - 0.6827).abs() < 0.005,
+        "normal, not uniform: {}",
+        within(1.0)
+    );
+    assert!((within(2.0) - 0.9545).abs() < 0.003, "{}", within(2.0));
+    // The seed decides the draws.
+    let again = HeadConfig::new(HeadStyle::Roberta, 384, 2).init::<B>(&device);
+    assert_eq!(
+        tensor_values(again.out_proj.weight.val()),
+        tensor_values(head.out_proj.weight.val())
+    );
+    let mut other = HeadConfig::new(HeadStyle::Roberta, 384, 2);
+    other.seed = 1;
+    assert_ne!(
+        tensor_values(other.init::<B>(&device).out_proj.weight.val()),
+        tensor_values(head.out_proj.weight.val())
+    );
+}
+
+/// The head's dropout draws new masks on every training forward and is the
+/// identity in evaluation (`valid()`, the inner backend).
+#[test]
+fn head_dropout_trains_and_stays_off_in_evaluation() {
+    use burn::module::AutodiffModule;
+    type AB = Autodiff<B>;
+    let device = Default::default();
+    let mut config = HeadConfig::new(HeadStyle::Roberta, 4, 3);
+    config.dropout = 0.5;
+    let head = config.init::<AB>(&device);
+    let x = Tensor::<AB, 3>::from_data(hidden(&device).into_data(), &device);
+    let runs: Vec<Vec<f32>> = (0..4)
+        .map(|_| tensor_values(head.forward(x.clone(), None)))
+        .collect();
+    assert!(runs.windows(2).any(|w| w[0] != w[1]), "training forwards differ");
+    let valid = head.valid();
+    let eval = tensor_values(valid.forward(hidden(&device), None));
+    assert_eq!(eval, tensor_values(valid.forward(hidden(&device), None)));
+    let mut off = config.clone();
+    off.dropout = 0.0;
+    assert_eq!(
+        eval,
+        tensor_values(off.init::<B>(&device).forward(hidden(&device), None)),
+        "no dropout in eval"
+    );
+}

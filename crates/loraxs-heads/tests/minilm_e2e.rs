@@ -2,8 +2,6 @@
 //! classification head, save adapter and head to one file, load them into a
 //! fresh base model, and merge.
 
-use std::path::PathBuf;
-
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
@@ -22,19 +20,9 @@ struct Classifier<B: burn::tensor::backend::Backend> {
     head: loraxs_heads::Head<B>,
 }
 
-/// The model folder, or `None` (loudly) when it is absent outside CI.
+/// The model folder under the workspace's one rule (`loraxs_models::testing`).
 fn minilm() -> Option<ModelDir> {
-    let dir: PathBuf = loraxs_models::default_model_dir();
-    match ModelDir::new(&dir) {
-        Ok(dir) => Some(dir),
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run this test on the real model: {e}"),
-        Err(e) => {
-            eprintln!(
-                "\n*** SKIPPED: {e}\n*** Run `cargo xtask fetch model minilm` or set LORAXS_MODEL_DIR.\n"
-            );
-            None
-        }
-    }
+    loraxs_models::testing::test_model()
 }
 
 fn batch(dir: &ModelDir) -> TokenBatch {

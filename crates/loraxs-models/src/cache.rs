@@ -31,7 +31,7 @@ pub fn default_model_dir() -> PathBuf {
 }
 
 /// The workspace this crate was built in (two levels above its manifest).
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()

@@ -128,6 +128,39 @@ mod tests {
         assert_eq!(dropout_mask(5, 0.5, 1).len(), 5);
     }
 
+    /// Active on autodiff backends (training), the identity on the inner
+    /// backends (evaluation, `valid()`).
+    #[test]
+    fn dropout_is_on_in_training_and_off_in_evaluation() {
+        use burn::backend::{Autodiff, Flex, NdArray};
+        fn check<B: Backend>(training: bool) {
+            let device = B::Device::default();
+            let x = Tensor::<B, 2>::ones([64, 64], &device);
+            let y = loraxs::interop::tensor_values(FastDropout::new(0.25).forward(x));
+            let zeros = y.iter().filter(|&&v| v == 0.0).count();
+            if training {
+                assert!((700..1350).contains(&zeros), "{} zeros of 4096", zeros);
+                assert!(
+                    y.iter()
+                        .all(|&v| v == 0.0 || (v - 65536.0 / 49152.0).abs() < 1e-6)
+                );
+            } else {
+                assert!(y.iter().all(|&v| v == 1.0), "{}: identity", B::name(&device));
+            }
+        }
+        check::<Autodiff<NdArray<f32>>>(true);
+        check::<Autodiff<Flex>>(true);
+        check::<NdArray<f32>>(false);
+        check::<Flex>(false);
+        // Probability 0 never masks, even while training.
+        let x = Tensor::<Autodiff<Flex>, 1>::ones([100], &Default::default());
+        assert!(
+            loraxs::interop::tensor_values(FastDropout::new(0.0).forward(x))
+                .iter()
+                .all(|&v| v == 1.0)
+        );
+    }
+
     #[test]
     fn seeding_repeats_the_sequence_of_masks() {
         seed_dropout(3);

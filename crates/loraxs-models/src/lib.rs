@@ -31,6 +31,7 @@ mod cache;
 mod config;
 mod error;
 pub mod fetch;
+pub mod testing;
 
 #[cfg(feature = "burn")]
 mod dropout;

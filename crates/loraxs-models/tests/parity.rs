@@ -1,16 +1,26 @@
-//! Parity with Hugging Face transformers on all-MiniLM-L6-v2: the fixture
-//! (tools/make_fixtures.py) holds the tokenizer's ids and the model's
-//! outputs as PyTorch computed them.
+//! Parity with Hugging Face transformers on all-MiniLM-L6-v2: the fixtures
+//! (tools/make_fixtures.py) hold the tokenizer's ids, the model's outputs
+//! as PyTorch computed them, and — for the training path — the outputs and
+//! autograd gradients of a LoRA-XS-adapted MiniLM built in PyTorch.
+//!
+//! Every backend is checked on both of the encoder's attention branches:
+//! the inference backends (and `valid()` of the autodiff ones) take the
+//! fused `attention()` op, the autodiff backends the explicit ops every
+//! training step runs.
 
 mod common;
 
-use burn::backend::{Flex, NdArray};
-use burn::tensor::backend::Backend;
-use loraxs::interop::tensor_values;
-use loraxs_models::{DEFAULT_MAX_LENGTH, ModelDir};
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use loraxs::interop::{set_trainable, tensor_values, trainable};
+use loraxs::{AdaptedLinear, AdapterConfig, AdapterHost};
+use loraxs_models::{DEFAULT_MAX_LENGTH, Encoder, ModelDir, TokenBatch};
 use safetensors::SafeTensors;
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/minilm_parity.safetensors");
+const GRADIENTS: &[u8] = include_bytes!("fixtures/minilm_gradients.safetensors");
 
 fn fixture_f32(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
     let view = st.tensor(name).unwrap();
@@ -40,11 +50,26 @@ fn texts(meta: &std::collections::HashMap<String, String>) -> Vec<(String, Optio
         .collect()
 }
 
-fn check<B: Backend>(dir: &ModelDir, backend: &str) {
-    let device = B::Device::default();
-    let (encoder, report) = dir.encoder::<B>(&device).unwrap();
+/// Sets every dropout probability to 0, so that a training-mode forward
+/// (autodiff backends) is deterministic and comparable with `eval()`.
+fn without_dropout<B: Backend>(mut encoder: Encoder<B>) -> Encoder<B> {
+    encoder.embeddings.dropout.prob = 0.0;
+    for layer in &mut encoder.layers {
+        layer.dropout.prob = 0.0;
+        layer.attention_dropout.prob = 0.0;
+    }
+    encoder
+}
+
+fn load<B: Backend>(dir: &ModelDir) -> Encoder<B> {
+    let (encoder, report) = dir.encoder::<B>(&B::Device::default()).unwrap();
     assert!(report.unused.is_empty(), "unused tensors: {:?}", report.unused);
     assert!(report.absent_optional.is_empty());
+    without_dropout(encoder)
+}
+
+fn check<B: Backend>(dir: &ModelDir, encoder: &Encoder<B>, backend: &str) {
+    let device = B::Device::default();
     let tokenizer = dir.tokenizer(DEFAULT_MAX_LENGTH).unwrap();
     let (_, header) = SafeTensors::read_metadata(FIXTURE).unwrap();
     let st = SafeTensors::deserialize(FIXTURE).unwrap();
@@ -99,13 +124,193 @@ fn check<B: Backend>(dir: &ModelDir, backend: &str) {
 #[test]
 fn minilm_matches_transformers_on_ndarray() {
     if let Some(dir) = common::minilm() {
-        check::<NdArray<f32>>(&dir, "ndarray");
+        check(&dir, &load::<NdArray<f32>>(&dir), "ndarray");
     }
 }
 
 #[test]
 fn minilm_matches_transformers_on_flex() {
     if let Some(dir) = common::minilm() {
-        check::<Flex>(&dir, "flex");
+        check(&dir, &load::<Flex>(&dir), "flex");
+    }
+}
+
+/// The training path (autodiff: explicit attention ops, dropout at 0) and
+/// the same model's `valid()` (inference path) against transformers.
+fn check_autodiff<B: AutodiffBackend>(dir: &ModelDir, backend: &str) {
+    let encoder = load::<B>(dir);
+    assert!(B::ad_enabled(&B::Device::default()));
+    check(dir, &encoder, &format!("{backend} (training path)"));
+    check(
+        dir,
+        &encoder.valid(),
+        &format!("{backend} valid() (inference path)"),
+    );
+}
+
+#[test]
+fn minilm_training_path_matches_transformers_on_autodiff_ndarray() {
+    if let Some(dir) = common::minilm() {
+        check_autodiff::<Autodiff<NdArray<f32>>>(&dir, "autodiff<ndarray>");
+    }
+}
+
+#[test]
+fn minilm_training_path_matches_transformers_on_autodiff_flex() {
+    if let Some(dir) = common::minilm() {
+        check_autodiff::<Autodiff<Flex>>(&dir, "autodiff<flex>");
+    }
+}
+
+/// `‖ours − reference‖₂ / ‖reference‖₂`.
+fn relative_l2(ours: &[f32], reference: &[f32]) -> f64 {
+    assert_eq!(ours.len(), reference.len());
+    let diff: f64 = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let norm: f64 = reference.iter().map(|b| (*b as f64).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+/// LoRA-XS on MiniLM (rank 8, alpha 16, the paper's GLUE targets, A and B
+/// from loraxs's own SVD of the real weights, R from the fixture): the last
+/// hidden state and the gradients of `sum(hidden · P)`, `P_i = cos(0.7 i)`,
+/// with respect to every R and to the used word-embedding rows, against
+/// PyTorch autograd on the same model built independently in float64.
+fn check_gradients<B: AutodiffBackend>(dir: &ModelDir, backend: &str) {
+    let device = B::Device::default();
+    let st = SafeTensors::deserialize(GRADIENTS).unwrap();
+    let (_, header) = SafeTensors::read_metadata(GRADIENTS).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    let rank: usize = meta["rank"].parse().unwrap();
+    let alpha: f64 = meta["alpha"].parse().unwrap();
+
+    let mut encoder = load::<B>(dir);
+    let word = encoder.embeddings.word.weight.clone();
+    encoder.embeddings.word.weight = set_trainable(word, true);
+    let config = AdapterConfig::lora_xs(rank).with_alpha(alpha);
+    let mut model = loraxs::inject(encoder, &config).unwrap().model;
+    let mut modules = Vec::new();
+    model.linears_mut(&mut |name, layer| {
+        if let AdaptedLinear::LoraXs(xs) = layer {
+            let (_, r) = fixture_f32(&st, &format!("{name}.lora_xs.R"));
+            xs.r = trainable(Tensor::from_data(TensorData::new(r, [rank, rank]), &device));
+            modules.push(name.to_string());
+        }
+    });
+    assert_eq!(modules.len(), 24, "4 targets × 6 layers: {modules:?}");
+
+    let shape = st.tensor("input_ids").unwrap().shape().to_vec();
+    let batch = TokenBatch {
+        batch: shape[0],
+        seq_len: shape[1],
+        input_ids: fixture_ids(&st, "input_ids"),
+        token_type_ids: fixture_ids(&st, "token_type_ids"),
+        attention_mask: fixture_ids(&st, "attention_mask"),
+    };
+    assert!(
+        batch.attention_mask.contains(&0),
+        "the fixture must include padding"
+    );
+    let input = model.input(&batch, &device).unwrap();
+    let hidden = model.forward(input).hidden;
+    let n = hidden.shape().num_elements();
+    let weights: Vec<f32> = (0..n).map(|i| (0.7 * i as f64).cos() as f32).collect();
+    let loss = (hidden.clone()
+        * Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device).reshape(hidden.dims()))
+    .sum();
+
+    let (_, expected_hidden) = fixture_f32(&st, "last_hidden_state");
+    let hidden_err = relative_l2(&tensor_values(hidden.clone()), &expected_hidden);
+    let (_, expected_loss) = fixture_f32(&st, "loss");
+    let loss_value = tensor_values(loss.clone())[0];
+    let grads = loss.backward();
+
+    let mut worst = (0.0f64, String::new());
+    model.linears_mut(&mut |name, layer| {
+        if let AdaptedLinear::LoraXs(xs) = layer {
+            let ours = tensor_values(xs.r.grad(&grads).expect("R has a gradient"));
+            let (_, reference) = fixture_f32(&st, &format!("{name}.lora_xs.R.grad"));
+            let err = relative_l2(&ours, &reference);
+            if err > worst.0 || worst.1.is_empty() {
+                worst = (err, name.to_string());
+            }
+        }
+    });
+    let word_grad = model
+        .embeddings
+        .word
+        .weight
+        .grad(&grads)
+        .expect("embeddings tracked");
+    let rows: Vec<i64> = st
+        .tensor("word_embeddings.rows")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let index =
+        Tensor::<B::InnerBackend, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
+    let ours_rows = tensor_values(word_grad.select(0, index));
+    let (_, expected_rows) = fixture_f32(&st, "word_embeddings.grad");
+    // PyTorch's `nn.Embedding(padding_idx = pad)` gives the padding row no
+    // gradient; loraxs never trains embeddings and keeps the plain one, so
+    // that row is compared separately: zero there, non-zero here.
+    let h = model.hidden_size();
+    let pad = rows
+        .iter()
+        .position(|&r| r as usize == model.pad_token_id)
+        .expect("the batch is padded");
+    assert!(expected_rows[pad * h..(pad + 1) * h].iter().all(|&v| v == 0.0));
+    let keep = |v: &[f32]| -> Vec<f32> {
+        v.chunks(h)
+            .enumerate()
+            .filter(|(i, _)| *i != pad)
+            .flat_map(|(_, c)| c.to_vec())
+            .collect()
+    };
+    let embedding_err = relative_l2(&keep(&ours_rows), &keep(&expected_rows));
+    eprintln!(
+        "{backend}: hidden rel err {hidden_err:.2e}, loss {loss_value} vs {}, worst R-gradient rel err {:.2e} ({}), \
+         embedding-gradient rel err {embedding_err:.2e}",
+        expected_loss[0], worst.0, worst.1
+    );
+    // Gradients in float32 cannot meet 1e-4 against a float64 reference
+    // here: PyTorch's own float32 autograd on the same model lies 2e-4 to
+    // 7.3e-4 from it (tools/make_fixtures.py's model, run in float32). The
+    // bound is that error, rounded up; flex measures 3e-5 to 1.7e-4.
+    assert!(hidden_err <= 1e-4, "{backend}: hidden state rel err {hidden_err}");
+    assert!(
+        worst.0 <= 1e-3,
+        "{backend}: R gradient of {} rel err {}",
+        worst.1,
+        worst.0
+    );
+    assert!(
+        embedding_err <= 1e-3,
+        "{backend}: embedding gradient rel err {embedding_err}"
+    );
+}
+
+#[test]
+fn lora_xs_gradients_match_pytorch_autograd_on_autodiff_flex() {
+    if let Some(dir) = common::minilm() {
+        check_gradients::<Autodiff<Flex>>(&dir, "autodiff<flex>");
+    }
+}
+
+/// Known defect, kept visible: on autodiff<ndarray> the R gradients drift
+/// from the reference layer by layer through the backward pass (3e-5 at the
+/// last layer, 1.3e-2 at the first; flex stays below 1.7e-4 on the same
+/// graph), while its forward matches to 2e-5. Run with `--ignored` to see
+/// it; the training harness defaults to flex.
+#[test]
+#[ignore = "known: autodiff<ndarray> gradients lose precision through the backward pass (1.3e-2 at layer 0)"]
+fn lora_xs_gradients_match_pytorch_autograd_on_autodiff_ndarray() {
+    if let Some(dir) = common::minilm() {
+        check_gradients::<Autodiff<NdArray<f32>>>(&dir, "autodiff<ndarray>");
     }
 }

@@ -16,32 +16,13 @@ type B = Autodiff<Flex>;
 /// reproducible cannot overlap in one process.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The model and the data, under the workspace's one rule
+/// (`loraxs_models::testing`: skipped loudly when absent, a failure under CI).
 fn inputs() -> Option<(ModelDir, PathBuf)> {
-    let model = ModelDir::new(loraxs_models::default_model_dir());
-    // cargo runs tests in the crate's folder; a relative path in the
-    // variable means one from the workspace root, where `cargo test` is typed.
-    let data = std::env::var_os("LORAXS_DATA_DIR").map(|d| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(d)
-    });
-    match (model, data) {
-        (Ok(m), Some(d)) => Some((m, d)),
-        (m, d) if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI must run this test: model {:?}, LORAXS_DATA_DIR {:?}",
-                m.err(),
-                d
-            )
-        }
-        (m, d) => {
-            eprintln!(
-                "\n*** SKIPPED: needs the MiniLM model ({:?}) and LORAXS_DATA_DIR ({d:?}).\n",
-                m.err()
-            );
-            None
-        }
-    }
+    Some((
+        loraxs_models::testing::test_model()?,
+        loraxs_models::testing::test_data_dir()?,
+    ))
 }
 
 fn config() -> RunConfig {

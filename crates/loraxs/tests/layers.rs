@@ -1,8 +1,11 @@
-//! The adapter layers against hand computations, on ndarray and flex.
+//! The adapter layers against hand computations, on ndarray and flex, on
+//! both of LoRA-XS's forward paths (factored and fused) and through
+//! autodiff.
 
 mod common;
 
-use burn::backend::{Flex, NdArray};
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use common::{max_abs_diff, random_values};
 use loraxs::interop::{linear_from_torch, tensor_values, trainable};
@@ -16,10 +19,12 @@ const OUT: usize = 6;
 const IN: usize = 9;
 const TOKENS: usize = 4;
 
-/// `y = W x + b` in f64 by hand; `w` is out × in row-major.
+/// `y = W x + b` in f64 by hand; `w` is out × in row-major, `x` is
+/// `tokens × in`.
 fn base_by_hand(w: &[f32], b: &[f32], x: &[f32]) -> Vec<f64> {
-    let mut y = vec![0.0; TOKENS * OUT];
-    for t in 0..TOKENS {
+    let tokens = x.len() / IN;
+    let mut y = vec![0.0; tokens * OUT];
+    for t in 0..tokens {
         for o in 0..OUT {
             let mut acc = b[o] as f64;
             for i in 0..IN {
@@ -48,12 +53,17 @@ fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-fn lora_xs_matches_hand_computation<B: Backend>() {
+/// LoRA-XS on `tokens` rows against `y = W x + b + s · B R A x` computed by
+/// hand in f64 from the SVD factors, on the path `fused` names (asserted:
+/// the fused path forms `W + s·BRA`, the factored one applies `A`, `R`, `B`
+/// in turn, and the hand formula is what keeps either honest); the merged
+/// layer against the same hand values.
+fn lora_xs_matches_hand_computation<B: Backend>(tokens: usize, fused: bool) {
     let device = B::Device::default();
     let (w, b, x) = (
         random_values(OUT * IN, 1),
         random_values(OUT, 2),
-        random_values(TOKENS * IN, 3),
+        random_values(tokens * IN, 3),
     );
     let rank = 3;
     let config = AdapterConfig::lora_xs(rank)
@@ -75,8 +85,10 @@ fn lora_xs_matches_hand_computation<B: Backend>() {
         TensorData::new(r_values.clone(), [rank, rank]),
         &device,
     ));
+    let training = layer.r.val().is_require_grad() && B::ad_enabled(&device);
+    assert_eq!(layer.fuses(tokens), fused && !training, "{tokens} tokens");
 
-    let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [TOKENS, IN]), &device);
+    let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [tokens, IN]), &device);
     let y = tensor_values(layer.forward(xt.clone()));
 
     // y = W x + b + s · B R A x, with s = alpha / r = 2.
@@ -87,7 +99,7 @@ fn lora_xs_matches_hand_computation<B: Backend>() {
         f64s(&r_values),
     );
     let bra = matmul(&matmul(&bm, &r, OUT, rank, rank), &a, OUT, rank, IN); // out × in
-    for t in 0..TOKENS {
+    for t in 0..tokens {
         for o in 0..OUT {
             let delta: f64 = (0..IN).map(|i| bra[o * IN + i] * x[t * IN + i] as f64).sum();
             expected[t * OUT + o] += 2.0 * delta;
@@ -96,48 +108,111 @@ fn lora_xs_matches_hand_computation<B: Backend>() {
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     assert!(max_abs_diff(&y, &expected) < 1e-5, "{y:?} vs {expected:?}");
 
-    // Merging gives the same function; unmerging gives the same weights.
+    // Merging gives the hand-computed function; unmerging the same weights.
     let w_before = tensor_values(layer.base.weight.val());
     let merged = layer.merge();
+    assert!(merged.merged);
     let y_merged = tensor_values(merged.forward(xt.clone()));
-    assert!(common::relative_diff(&y_merged, &y) < 1e-5);
+    assert!(max_abs_diff(&y_merged, &expected) < 1e-5, "merged");
     let unmerged = merged.unmerge();
     assert!(max_abs_diff(&tensor_values(unmerged.base.weight.val()), &w_before) < 1e-6);
-    assert!(common::relative_diff(&tensor_values(unmerged.forward(xt)), &y) < 1e-5);
+    assert!(max_abs_diff(&tensor_values(unmerged.forward(xt)), &expected) < 1e-5);
+}
+
+// OUT = 6, IN = 9: the fused path is taken from 4 tokens on (4 · 15 ≥ 54).
+#[test]
+fn lora_xs_formula_factored_path_ndarray() {
+    lora_xs_matches_hand_computation::<NdArray<f32>>(3, false);
 }
 
 #[test]
-fn lora_xs_formula_ndarray() {
-    lora_xs_matches_hand_computation::<NdArray<f32>>();
+fn lora_xs_formula_factored_path_flex() {
+    lora_xs_matches_hand_computation::<Flex>(3, false);
 }
 
 #[test]
-fn lora_xs_formula_flex() {
-    lora_xs_matches_hand_computation::<Flex>();
+fn lora_xs_formula_fused_path_ndarray() {
+    lora_xs_matches_hand_computation::<NdArray<f32>>(TOKENS, true);
 }
 
 #[test]
-fn lora_xs_is_backend_independent() {
-    // Same seed, same weights → the same adapter values on every backend.
-    let config = AdapterConfig::lora_xs(4).with_seed(7);
-    let (w, b) = (random_values(OUT * IN, 1), random_values(OUT, 2));
-    let nd = LoraXsLinear::from_linear(
-        linear_from_torch::<NdArray<f32>>(w.clone(), OUT, IN, Some(b.clone()), &Default::default()),
-        &config,
-        "m",
+fn lora_xs_formula_fused_path_flex() {
+    lora_xs_matches_hand_computation::<Flex>(40, true);
+}
+
+#[test]
+fn lora_xs_formula_training_path_autodiff() {
+    // R tracked: the factored path whatever the input size.
+    lora_xs_matches_hand_computation::<Autodiff<Flex>>(40, true);
+    lora_xs_matches_hand_computation::<Autodiff<NdArray<f32>>>(40, true);
+}
+
+/// Forward and backward of one LoRA-XS layer on backend `B`: the output,
+/// and the gradients of `Σ y ⊙ P` (`P_ti = cos(0.3 (t·OUT + i))`) with
+/// respect to `R` and to the input.
+fn lora_xs_forward_backward<B: AutodiffBackend>(tokens: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let device = B::Device::default();
+    let rank = 3;
+    let config = AdapterConfig::lora_xs(rank).with_alpha(6.0);
+    let base = linear_from_torch::<B>(
+        random_values(OUT * IN, 1),
+        OUT,
+        IN,
+        Some(random_values(OUT, 2)),
+        &device,
+    );
+    let (mut layer, _) = LoraXsLinear::from_linear(base, &config, "m").unwrap();
+    layer.r = trainable(Tensor::from_data(
+        TensorData::new(random_values(rank * rank, 4), [rank, rank]),
+        &device,
+    ));
+    let x = Tensor::<B, 2>::from_data(
+        TensorData::new(random_values(tokens * IN, 3), [tokens, IN]),
+        &device,
     )
-    .unwrap()
-    .0;
-    let fx = LoraXsLinear::from_linear(
-        linear_from_torch::<Flex>(w, OUT, IN, Some(b), &Default::default()),
-        &config,
-        "m",
-    )
-    .unwrap()
-    .0;
-    assert_eq!(tensor_values(nd.r.val()), tensor_values(fx.r.val()));
-    assert_eq!(tensor_values(nd.a.val()), tensor_values(fx.a.val()));
-    assert_eq!(tensor_values(nd.b.val()), tensor_values(fx.b.val()));
+    .require_grad();
+    let y = layer.forward(x.clone());
+    let p: Vec<f32> = (0..tokens * OUT).map(|i| (0.3 * i as f32).cos()).collect();
+    let loss = (y.clone() * Tensor::from_data(TensorData::new(p, [tokens, OUT]), &device)).sum();
+    let grads = loss.backward();
+    let g_r = tensor_values(layer.r.val().grad(&grads).unwrap());
+    let g_x = tensor_values(x.grad(&grads).unwrap());
+    (tensor_values(y), g_r, g_x)
+}
+
+#[test]
+fn lora_xs_forward_and_backward_agree_across_backends() {
+    let tokens = 5;
+    let (y_nd, gr_nd, gx_nd) = lora_xs_forward_backward::<Autodiff<NdArray<f32>>>(tokens);
+    let (y_fx, gr_fx, gx_fx) = lora_xs_forward_backward::<Autodiff<Flex>>(tokens);
+    assert!(common::relative_diff(&y_fx, &y_nd) < 1e-6, "forward");
+    assert!(common::relative_diff(&gr_fx, &gr_nd) < 1e-6, "gradient of R");
+    assert!(common::relative_diff(&gx_fx, &gx_nd) < 1e-6, "gradient of x");
+
+    // And both against the hand gradient dL/dR = s · Bᵀ Pᵀ X Aᵀ (r × r).
+    let rank = 3;
+    let svd = truncated_svd_row_major(&random_values(OUT * IN, 1), OUT, IN, rank, SvdMethod::Exact).unwrap();
+    let (a, bm) = (f64s(&svd.a_row_major()), f64s(&svd.b_row_major()));
+    let x = f64s(&random_values(tokens * IN, 3));
+    let p: Vec<f64> = (0..tokens * OUT).map(|i| (0.3 * i as f32).cos() as f64).collect();
+    let mut pt_x = vec![0.0; OUT * IN]; // Pᵀ X, out × in
+    for t in 0..tokens {
+        for o in 0..OUT {
+            for i in 0..IN {
+                pt_x[o * IN + i] += p[t * OUT + o] * x[t * IN + i];
+            }
+        }
+    }
+    let bt: Vec<f64> = (0..rank * OUT).map(|k| bm[(k % OUT) * rank + k / OUT]).collect(); // r × out
+    let at: Vec<f64> = (0..IN * rank).map(|k| a[(k % rank) * IN + k / rank]).collect(); // in × r
+    let hand: Vec<f32> = matmul(&matmul(&bt, &pt_x, rank, OUT, IN), &at, rank, IN, rank)
+        .iter()
+        .map(|v| (2.0 * v) as f32)
+        .collect();
+    assert!(
+        common::relative_diff(&gr_nd, &hand) < 1e-5,
+        "{gr_nd:?} vs {hand:?}"
+    );
 }
 
 #[test]
@@ -216,7 +291,10 @@ fn lora_matches_hand_computation_and_starts_at_base() {
     let y = tensor_values(layer.forward(xt.clone()));
     assert!(max_abs_diff(&y, &expected) < 1e-5);
     let merged = layer.merge();
-    assert!(common::relative_diff(&tensor_values(merged.forward(xt)), &y) < 1e-5);
+    assert!(
+        max_abs_diff(&tensor_values(merged.forward(xt)), &expected) < 1e-5,
+        "merged"
+    );
 }
 
 #[test]
@@ -262,7 +340,10 @@ fn vera_matches_hand_computation() {
     let y = tensor_values(layer.forward(xt.clone()));
     assert!(max_abs_diff(&y, &expected) < 1e-5);
     let merged = layer.merge();
-    assert!(common::relative_diff(&tensor_values(merged.forward(xt)), &y) < 1e-5);
+    assert!(
+        max_abs_diff(&tensor_values(merged.forward(xt)), &expected) < 1e-5,
+        "merged"
+    );
 }
 
 #[test]
