@@ -14,7 +14,7 @@
 //! assert_eq!(err.to_string(), "dev.tsv:2: expected 4 tab-separated fields, found 3");
 //!
 //! assert_eq!(GlueTask::Cola.metrics()[0], Metric::Matthews);
-//! assert!((Metric::Accuracy.classification(&[1, 0, 1], &[1, 1, 1]) - 2.0 / 3.0).abs() < 1e-12);
+//! assert!((Metric::Accuracy.classification(&[1, 0, 1], &[1, 1, 1]).unwrap() - 2.0 / 3.0).abs() < 1e-12);
 //! ```
 
 mod batch;
@@ -25,6 +25,6 @@ mod tsv;
 
 pub use batch::{LabelledBatch, TokenizedSet};
 pub use error::{DataError, Result};
-pub use metrics::Metric;
+pub use metrics::{Metric, TooFewExamples};
 pub use task::{GlueTask, Split, data_dir};
 pub use tsv::{Example, Label, parse, read_split};

@@ -2,6 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A metric asked of fewer examples than it is defined for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{metric} needs at least {needed} example(s), got {got}")]
+pub struct TooFewExamples {
+    /// The metric's name.
+    pub metric: &'static str,
+    /// The fewest examples it is defined for.
+    pub needed: usize,
+    /// How many it was given.
+    pub got: usize,
+}
+
 /// A GLUE metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,40 +42,58 @@ impl Metric {
         }
     }
 
-    /// Classification metrics from predicted and gold classes.
+    /// Classification metrics from predicted and gold classes. No examples
+    /// is an error, as in scikit-learn (`Found empty input array`), not a
+    /// score.
     ///
     /// # Panics
     /// On a correlation metric (use [`Metric::regression`]) or lengths that
     /// differ.
-    pub fn classification(self, predictions: &[usize], labels: &[usize]) -> f64 {
+    pub fn classification(self, predictions: &[usize], labels: &[usize]) -> Result<f64, TooFewExamples> {
         assert_eq!(predictions.len(), labels.len(), "one prediction per label");
-        match self {
+        self.at_least(1, labels.len())?;
+        Ok(match self {
             Metric::Accuracy => accuracy(predictions, labels),
             Metric::F1 => f1(predictions, labels),
             Metric::Matthews => matthews(predictions, labels),
             Metric::Pearson | Metric::Spearman => panic!("{} is a regression metric", self.name()),
-        }
+        })
     }
 
-    /// Correlation metrics from predicted and gold scores.
+    fn at_least(self, needed: usize, got: usize) -> Result<(), TooFewExamples> {
+        if got < needed {
+            return Err(TooFewExamples {
+                metric: self.name(),
+                needed,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Correlation metrics from predicted and gold scores. As SciPy:
+    /// Pearson needs two examples (`pearsonr` raises below), Spearman is
+    /// NaN below two (`spearmanr` returns NaN).
     ///
     /// # Panics
     /// On a classification metric or lengths that differ.
-    pub fn regression(self, predictions: &[f64], targets: &[f64]) -> f64 {
+    pub fn regression(self, predictions: &[f64], targets: &[f64]) -> Result<f64, TooFewExamples> {
         assert_eq!(predictions.len(), targets.len(), "one prediction per target");
         match self {
-            Metric::Pearson => pearson(predictions, targets),
-            Metric::Spearman => pearson(&ranks(predictions), &ranks(targets)),
+            Metric::Pearson => {
+                self.at_least(2, targets.len())?;
+                Ok(pearson(predictions, targets))
+            }
+            Metric::Spearman if targets.len() < 2 => Ok(f64::NAN),
+            Metric::Spearman => Ok(pearson(&ranks(predictions), &ranks(targets))),
             _ => panic!("{} is a classification metric", self.name()),
         }
     }
 }
 
-/// Fraction of `predictions` equal to `labels` (0 for no examples).
+/// Fraction of `predictions` equal to `labels` (NaN, 0/0, for no examples;
+/// [`Metric::classification`] refuses that case).
 pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
-    if labels.is_empty() {
-        return 0.0;
-    }
     predictions.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64
 }
 

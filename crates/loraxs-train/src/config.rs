@@ -20,7 +20,8 @@ pub struct RunConfig {
     pub lr: f64,
     /// Peak learning rate of the head (the paper tunes it separately).
     pub head_lr: f64,
-    /// AdamW weight decay.
+    /// AdamW weight decay, applied as Hugging Face's `Trainer` applies it:
+    /// not to biases or LayerNorm parameters.
     pub weight_decay: f64,
     /// Fraction of steps spent warming up.
     pub warmup_ratio: f64,

@@ -9,6 +9,9 @@ pub enum TrainError {
     /// Reading the data failed.
     #[error(transparent)]
     Data(#[from] loraxs_data::DataError),
+    /// A metric could not be computed (e.g. an empty dev set).
+    #[error("evaluation: {0}")]
+    Metric(#[from] loraxs_data::TooFewExamples),
     /// Loading the model or tokenising failed.
     #[error(transparent)]
     Model(#[from] loraxs_models::ModelError),

@@ -18,6 +18,7 @@
 
 mod config;
 mod error;
+mod optim;
 mod record;
 mod schedule;
 mod trainer;

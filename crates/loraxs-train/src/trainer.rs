@@ -1,12 +1,13 @@
-//! The training loop: AdamW with separate adapter and head learning rates,
-//! linear schedule with warm-up, evaluation after each epoch, a checkpoint
-//! after each epoch, and exact resume.
+//! The training loop: AdamW with separate adapter and head learning rates
+//! (weight decay spares biases and LayerNorm parameters, as in Hugging
+//! Face's `Trainer`), linear schedule with warm-up, evaluation after each
+//! epoch, a checkpoint after each epoch, and exact resume.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -18,6 +19,7 @@ use loraxs_heads::{HeadConfig, SequenceClassifier};
 use loraxs_models::ModelDir;
 use serde::{Deserialize, Serialize};
 
+use crate::optim::{Optimizers, ParamGroups};
 use crate::record::{EpochRecord, Metrics, RunRecord};
 use crate::{LinearSchedule, RunConfig, TrainError};
 
@@ -53,15 +55,6 @@ struct CheckpointState {
 
 const ADAPTER_FILE: &str = "adapter.safetensors";
 const STATE_FILE: &str = "state.json";
-
-/// Collects the ids of a module's float parameters.
-struct Ids(Vec<ParamId>);
-
-impl<B: Backend> ModuleVisitor<B> for Ids {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.0.push(param.id);
-    }
-}
 
 /// Trains and evaluates one run on backend `B`. Returns `Ok(None)` when
 /// `stop_after_epochs` stopped it early (a checkpoint is on disk).
@@ -104,7 +97,7 @@ pub fn train<B: AutodiffBackend>(
     let mut head_config = HeadConfig::new(config.head, encoder.hidden_size(), task.num_labels());
     head_config.seed = config.seed;
     let head = head_config.init::<B>(device);
-    let (mut model, mut adapter_optim, mut head_optim, state) = match resume_state {
+    let (mut model, mut optims, state) = match resume_state {
         Some(state) => {
             let dir = checkpoint.as_ref().expect("resume needs a checkpoint folder");
             let path = dir.join(ADAPTER_FILE);
@@ -115,22 +108,17 @@ pub fn train<B: AutodiffBackend>(
                 reason: e.to_string(),
             })?;
             let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-            let load = |name: &str| {
+            let model = SequenceClassifier { encoder, head };
+            let optims = optimizers(config, &model).load(|group| {
+                let path = dir.join(group.file_stem());
                 recorder
-                    .load(dir.join(name), device)
+                    .load(path.clone(), device)
                     .map_err(|e| TrainError::Checkpoint {
-                        path: dir.join(name),
+                        path: path.with_extension("bin"),
                         reason: e.to_string(),
                     })
-            };
-            let adapter_optim = optimizer::<B>(config).load_record(load("optim-adapter")?);
-            let head_optim = optimizer::<B>(config).load_record(load("optim-head")?);
-            (
-                SequenceClassifier { encoder, head },
-                adapter_optim,
-                head_optim,
-                state,
-            )
+            })?;
+            (model, optims, state)
         }
         None => {
             let encoder = match &config.init_from {
@@ -161,12 +149,9 @@ pub fn train<B: AutodiffBackend>(
                 wall_seconds: 0.0,
                 examples_seen: 0,
             };
-            (
-                SequenceClassifier { encoder, head },
-                optimizer::<B>(config),
-                optimizer::<B>(config),
-                state,
-            )
+            let model = SequenceClassifier { encoder, head };
+            let optims = optimizers(config, &model);
+            (model, optims, state)
         }
     };
     let mut state = state;
@@ -180,8 +165,6 @@ pub fn train<B: AutodiffBackend>(
             ),
         });
     }
-    let mut head_ids = Ids(Vec::new());
-    model.head.visit(&mut head_ids);
     let counts = model.param_count(Some(&config.adapter));
 
     let full_batches = train_set.len().div_ceil(config.batch_size);
@@ -237,15 +220,8 @@ pub fn train<B: AutodiffBackend>(
                     loss: value,
                 });
             }
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let mut head_grads = GradientsParams::new();
-            for &id in &head_ids.0 {
-                if let Some(g) = grads.remove::<B::InnerBackend, 2>(id) {
-                    head_grads.register(id, g);
-                }
-            }
-            model = adapter_optim.step(lr, model, grads);
-            model = head_optim.step(head_lr, model, head_grads);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optims.step(model, grads, lr, head_lr);
             loss_sum += value * indices.len() as f64;
             examples += indices.len();
             bar.set_message(format!(
@@ -286,7 +262,7 @@ pub fn train<B: AutodiffBackend>(
         state.epochs_done = epoch + 1;
         state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
         if let Some(dir) = &checkpoint {
-            save_checkpoint(dir, config, &model, &adapter_optim, &head_optim, &state)?;
+            save_checkpoint(dir, config, &model, &optims, &state)?;
         }
     }
 
@@ -317,14 +293,13 @@ pub fn train<B: AutodiffBackend>(
     }))
 }
 
-type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SequenceClassifier<B>, B>;
-
-/// AdamW as Hugging Face's Trainer uses it (β = 0.9, 0.999; ε = 1e-8).
-fn optimizer<B: AutodiffBackend>(config: &RunConfig) -> Optim<B> {
-    AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init::<B, SequenceClassifier<B>>()
+/// The four optimiser groups of `model` (adapter / head learning rate,
+/// with / without weight decay).
+fn optimizers<B: AutodiffBackend>(
+    config: &RunConfig,
+    model: &SequenceClassifier<B>,
+) -> Optimizers<B, SequenceClassifier<B>> {
+    Optimizers::new(ParamGroups::new(model, &model.head), config.weight_decay)
 }
 
 fn loss<B: AutodiffBackend>(
@@ -404,7 +379,7 @@ pub fn evaluate<B: Backend>(
                         Label::Class(c) => *c as f64,
                     })
                     .collect();
-                metric.regression(&predicted, &gold)
+                metric.regression(&predicted, &gold)?
             }
             _ => {
                 let pred: Vec<usize> = predicted.iter().map(|&p| p as usize).collect();
@@ -416,7 +391,7 @@ pub fn evaluate<B: Backend>(
                         Label::Score(s) => *s as usize,
                     })
                     .collect();
-                metric.classification(&pred, &gold)
+                metric.classification(&pred, &gold)?
             }
         };
         metrics.insert(metric.name().to_string(), value);
@@ -476,8 +451,7 @@ fn save_checkpoint<B: AutodiffBackend>(
     dir: &Path,
     config: &RunConfig,
     model: &SequenceClassifier<B>,
-    adapter_optim: &Optim<B>,
-    head_optim: &Optim<B>,
+    optims: &Optimizers<B, SequenceClassifier<B>>,
     state: &CheckpointState,
 ) -> Result<(), TrainError> {
     let fail = |path: &Path, e: &dyn std::fmt::Display| TrainError::Checkpoint {
@@ -489,12 +463,11 @@ fn save_checkpoint<B: AutodiffBackend>(
     model.head.store(&mut file)?;
     file.save(dir.join(ADAPTER_FILE))?;
     let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    for (name, optim) in [("optim-adapter", adapter_optim), ("optim-head", head_optim)] {
+    for (group, record) in optims.records() {
+        let name = group.file_stem();
         // The recorder sets the `.bin` extension itself.
         let tmp = dir.join(format!("{name}-partial"));
-        recorder
-            .record(optim.to_record(), tmp.clone())
-            .map_err(|e| fail(&tmp, &e))?;
+        recorder.record(record, tmp.clone()).map_err(|e| fail(&tmp, &e))?;
         std::fs::rename(tmp.with_extension("bin"), dir.join(format!("{name}.bin")))
             .map_err(|e| fail(dir, &e))?;
     }
