@@ -9,38 +9,65 @@
 /// bytes.
 pub fn reset_peak() -> u64 {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    status_kib("VmRSS:") * 1024
+    status_kib("VmRSS:").unwrap_or(0) * 1024
 }
 
 /// Peak resident memory since the last [`reset_peak`] (or process start),
 /// in bytes.
 pub fn peak_rss() -> u64 {
-    status_kib("VmHWM:") * 1024
+    status_kib("VmHWM:").unwrap_or(0) * 1024
 }
 
-fn status_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l[key.len()..].trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// The value of `key` (e.g. `VmHWM:`) in `/proc/self/status`, in KiB; `None`
+/// when the file or the line is absent or does not parse.
+fn status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_kib(&status, key)
+}
+
+fn parse_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn peak_is_at_least_the_current_size() {
-        let now = super::reset_peak();
-        let big = vec![1u8; 64 << 20];
+    fn status_lines_parse() {
+        let status = "Name:\tx\nVmHWM:\t  123456 kB\nVmRSS:\t    2048 kB\n";
+        assert_eq!(parse_kib(status, "VmHWM:"), Some(123_456));
+        assert_eq!(parse_kib(status, "VmRSS:"), Some(2048));
+        assert_eq!(parse_kib(status, "VmSwap:"), None);
+        assert_eq!(parse_kib("VmHWM:\tlots kB\n", "VmHWM:"), None);
+    }
+
+    /// On Linux the parse must succeed (a failure would report every
+    /// benchmark's memory as 0), a large allocation must raise the peak, and
+    /// the reset must lower it again once that allocation is freed (else
+    /// every workload's peak would include what ran before it).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_peak_follows_a_large_allocation_and_the_reset_clears_it() {
+        const MIB: u64 = 1 << 20;
+        assert!(status_kib("VmRSS:").is_some(), "VmRSS must parse on Linux");
+        assert!(status_kib("VmHWM:").is_some(), "VmHWM must parse on Linux");
+        let before = reset_peak();
+        assert!(before > 0);
+        let big = vec![1u8; 256 << 20];
         std::hint::black_box(&big);
-        if now > 0 {
-            assert!(
-                super::peak_rss() >= now + (60 << 20),
-                "a 64 MiB allocation shows in the peak"
-            );
-        }
+        let with_big = peak_rss();
+        assert!(
+            with_big >= before + 250 * MIB,
+            "a 256 MiB allocation shows in the peak: {before} → {with_big}"
+        );
+        drop(big);
+        let after_free = reset_peak();
+        let reset = peak_rss();
+        assert!(
+            reset + 200 * MIB <= with_big,
+            "the reset lowers the peak once the allocation is freed: {with_big} → {reset} (current {after_free})"
+        );
     }
 }

@@ -167,6 +167,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             .env("RAYON_NUM_THREADS", args.threads.to_string())
             .env("OMP_NUM_THREADS", args.threads.to_string())
             .env("MKL_NUM_THREADS", args.threads.to_string())
+            .env("MATMUL_NUM_THREADS", args.threads.to_string())
             .args(["--workload", workload])
             .arg("--model")
             .arg(&model)
@@ -185,11 +186,12 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
 
     let started = std::time::Instant::now();
     let mut results: Vec<Value> = Vec::new();
-    for workload in &workloads {
+    for (index, workload) in workloads.iter().enumerate() {
+        let mut runs: Vec<(Command, String)> = Vec::new();
         for backend in &args.backend {
             let mut cmd = command(&binary, None, workload);
             cmd.args(["--backend", backend]);
-            results.push(run_json(cmd, &format!("loraxs {backend} {workload}"))?);
+            runs.push((cmd, format!("loraxs {backend} {workload}")));
         }
         if let Some(py) = &python
             && reference_workloads.contains(workload)
@@ -198,8 +200,16 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             for device in devices {
                 let mut cmd = command(py, Some(&script), workload);
                 cmd.args(["--threads", &args.threads.to_string(), "--device", device]);
-                results.push(run_json(cmd, &format!("pytorch {device} {workload}"))?);
+                runs.push((cmd, format!("pytorch {device} {workload}")));
             }
+        }
+        // Alternate which tool goes first, so that neither always runs on
+        // the machine the other has just warmed (caches, clocks).
+        if index % 2 == 1 {
+            runs.reverse();
+        }
+        for (cmd, label) in runs {
+            results.push(run_json(cmd, &label)?);
         }
     }
     let minutes = started.elapsed().as_secs_f64() / 60.0;

@@ -32,7 +32,7 @@ WORKLOADS = [
     "train-lora-xs", "train-lora", "train-vera", "train-full",
     "infer-base", "infer-lora-xs", "infer-lora-xs-merged", "infer-lora-xs-factored",
     "svd-exact", "svd-randomized-10",
-    "adapter-save", "adapter-load",
+    "adapter-save", "adapter-load-stored-factors",
 ]
 
 
