@@ -151,6 +151,7 @@ pub fn reproduce_glue(profile: &Profile, overrides: &Overrides, settings: &RunSe
         model: model_name.clone(),
         git_commit: git_commit(),
         stop_after_epochs: None,
+        on_step: None,
     };
     let started = Instant::now();
     for (i, run) in todo.iter().enumerate() {

@@ -215,3 +215,40 @@ fn a_torn_last_line_is_reported_and_replaced_by_the_next_record() {
     let err = Results::open(&path).unwrap_err().to_string();
     assert!(err.contains("results.jsonl:1: not a run record"), "{err}");
 }
+
+#[test]
+fn the_committed_quick_table_is_the_table_of_its_committed_records() {
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results");
+    let records = Results::open(&results.join("glue-quick.jsonl")).unwrap().records;
+    assert_eq!(records.len(), 10);
+    let committed = std::fs::read_to_string(results.join("glue-quick.md")).unwrap();
+    let table = glue_table("quick", &records, &[]);
+    // Every table line and the summary line, as written from these records
+    // (the committed file adds a note at the top and the run's notes).
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with('|') || l.contains(" runs; model "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(lines(&table), lines(&committed));
+    assert_eq!(lines(&table).len(), 4 + 2 + 2 + 10, "{table}");
+}
+
+#[test]
+fn the_runs_table_lists_each_record_with_its_start_and_best_epoch() {
+    let mut from_mnli = record(GlueTask::Mrpc, "lora-xs", 4, 1, 2e-3, 0.8125);
+    from_mnli.config.init_from = Some("mnli/adapter.safetensors".into());
+    from_mnli.best.epoch = 3;
+    from_mnli.wall_seconds = 12.4;
+    let table = glue_table("unit", &[from_mnli], &[]);
+    assert!(
+        table
+            .contains("| MRPC | LoRA-XS (r=4) | 1 | 10 | 2 | 2e-3 | 1e-3 | MNLI adapter | 3 | 0.8125 | 12 |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| LoRA-XS (r=4) | 384 | 100 | 81.2 (1 seed) | 81.2 |"),
+        "{table}"
+    );
+}

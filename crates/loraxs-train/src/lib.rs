@@ -27,4 +27,6 @@ pub use config::RunConfig;
 pub use error::TrainError;
 pub use record::{EpochRecord, Metrics, RunRecord};
 pub use schedule::LinearSchedule;
-pub use trainer::{TrainOptions, evaluate, train};
+pub use trainer::{
+    StepInfo, StepObserver, TrainOptions, best_epoch, evaluate, predict, subset_indices, train,
+};

@@ -4,6 +4,7 @@
 //! epoch, a checkpoint after each epoch, and exact resume.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -23,6 +24,56 @@ use crate::optim::{Optimizers, ParamGroups};
 use crate::record::{EpochRecord, Metrics, RunRecord};
 use crate::{LinearSchedule, RunConfig, TrainError};
 
+/// What one optimiser step did, as passed to a [`StepObserver`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepInfo {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// 0-based step over the whole run (it continues across epochs and
+    /// across a resume); the learning-rate schedule is evaluated at it.
+    pub step: usize,
+    /// Steps of the whole run.
+    pub total_steps: usize,
+    /// The adapter's learning rate for this step.
+    pub lr: f64,
+    /// The head's learning rate for this step.
+    pub head_lr: f64,
+    /// The batch's mean loss (before the update).
+    pub loss: f64,
+    /// Examples in the batch.
+    pub examples: usize,
+}
+
+/// A callback run after every optimiser step (logging, dashboards, tests).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use loraxs_train::{StepObserver, TrainOptions};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// let options = TrainOptions {
+///     on_step: Some(StepObserver::new(move |s| log.lock().unwrap().push((s.step, s.lr)))),
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct StepObserver(Arc<dyn Fn(&StepInfo) + Send + Sync>);
+
+impl StepObserver {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(&StepInfo) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for StepObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepObserver(..)")
+    }
+}
+
 /// How a run is carried out (nothing here changes its result).
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -40,6 +91,8 @@ pub struct TrainOptions {
     pub git_commit: String,
     /// Stop after this many epochs of this invocation (to test resume).
     pub stop_after_epochs: Option<usize>,
+    /// Called after every optimiser step.
+    pub on_step: Option<StepObserver>,
 }
 
 /// Progress saved with each checkpoint.
@@ -71,11 +124,11 @@ pub fn train<B: AutodiffBackend>(
 
     // Data: a seeded subset of train, the dev split(s).
     let mut train_examples = read_split(task, data_dir, Split::Train)?;
-    if let Some(n) = config.train_subset.filter(|&n| n < train_examples.len()) {
-        let order = subset_order(train_examples.len(), config.seed);
-        let mut picked: Vec<usize> = order.into_iter().take(n).collect();
-        picked.sort_unstable();
-        train_examples = picked.into_iter().map(|i| train_examples[i].clone()).collect();
+    if let Some(n) = config.train_subset {
+        train_examples = subset_indices(train_examples.len(), n, config.seed)
+            .into_iter()
+            .map(|i| train_examples[i].clone())
+            .collect();
     }
     let train_set = TokenizedSet::new(&train_examples, &tokenizer)?;
     let mut dev_sets = Vec::new();
@@ -222,6 +275,17 @@ pub fn train<B: AutodiffBackend>(
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optims.step(model, grads, lr, head_lr);
+            if let Some(observer) = &options.on_step {
+                (observer.0)(&StepInfo {
+                    epoch: epoch + 1,
+                    step,
+                    total_steps,
+                    lr,
+                    head_lr,
+                    loss: value,
+                    examples: indices.len(),
+                });
+            }
             loss_sum += value * indices.len() as f64;
             examples += indices.len();
             bar.set_message(format!(
@@ -267,10 +331,7 @@ pub fn train<B: AutodiffBackend>(
     }
 
     let headline = task.metrics()[0].name();
-    let best = state
-        .history
-        .iter()
-        .max_by(|a, b| a.metrics[headline].total_cmp(&b.metrics[headline]))
+    let best = best_epoch(&state.history, headline)
         .cloned()
         .ok_or_else(|| TrainError::Checkpoint {
             path: PathBuf::new(),
@@ -342,31 +403,45 @@ fn loss<B: AutodiffBackend>(
     }
 }
 
-/// Dev metrics of `model` on `set`.
-pub fn evaluate<B: Backend>(
+/// The model's prediction for every example of `set`, in the set's order:
+/// the predicted class for classification tasks, the score for regression.
+/// Each example is scored exactly once, in batches of 64.
+pub fn predict<B: Backend>(
     model: &SequenceClassifier<B>,
     set: &TokenizedSet,
     task: GlueTask,
     device: &B::Device,
-) -> Result<Metrics, TrainError> {
-    let mut predicted = Vec::with_capacity(set.len());
+) -> Result<Vec<f64>, TrainError> {
+    let mut predicted = vec![f64::NAN; set.len()];
     for indices in set.epoch(64, None, false) {
         let batch = set.batch(&indices);
         let logits = model.forward(model.encoder.input(&batch.tokens, device)?);
         let [n, k] = logits.dims();
         let values = tensor_values(logits);
-        for row in 0..n {
+        for (row, &index) in indices.iter().enumerate().take(n) {
             let row = &values[row * k..(row + 1) * k];
-            predicted.push(if task.is_regression() {
+            predicted[index] = if task.is_regression() {
                 row[0] as f64
             } else {
                 row.iter()
                     .enumerate()
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .map_or(0, |(i, _)| i) as f64
-            });
+            };
         }
     }
+    Ok(predicted)
+}
+
+/// Dev metrics of `model` on `set`: every example predicted once
+/// ([`predict`]) and scored against its own label.
+pub fn evaluate<B: Backend>(
+    model: &SequenceClassifier<B>,
+    set: &TokenizedSet,
+    task: GlueTask,
+    device: &B::Device,
+) -> Result<Metrics, TrainError> {
+    let predicted = predict(model, set, task, device)?;
     let mut metrics = Metrics::new();
     for &metric in task.metrics() {
         let value = match metric {
@@ -397,6 +472,33 @@ pub fn evaluate<B: Backend>(
         metrics.insert(metric.name().to_string(), value);
     }
     Ok(metrics)
+}
+
+/// The epoch with the highest `metric`: the earliest of equal ones (as
+/// Hugging Face's `load_best_model_at_end`), and never one whose value is
+/// NaN or missing while another epoch has a number. `None` for no epochs.
+pub fn best_epoch<'a>(history: &'a [EpochRecord], metric: &str) -> Option<&'a EpochRecord> {
+    let value = |e: &EpochRecord| e.metrics.get(metric).copied().unwrap_or(f64::NAN);
+    let mut best = history.first()?;
+    for epoch in &history[1..] {
+        let (v, b) = (value(epoch), value(best));
+        if v > b || (b.is_nan() && !v.is_nan()) {
+            best = epoch;
+        }
+    }
+    Some(best)
+}
+
+/// The training examples a run with `train_subset = Some(n)` uses, out of
+/// `len`: `n` distinct indices drawn by a seeded shuffle, in file order
+/// (all of them when `n ≥ len`).
+pub fn subset_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    if n >= len {
+        return (0..len).collect();
+    }
+    let mut picked: Vec<usize> = subset_order(len, seed).into_iter().take(n).collect();
+    picked.sort_unstable();
+    picked
 }
 
 /// A seeded permutation of `0..n` (for training subsets).
@@ -478,4 +580,84 @@ fn save_checkpoint<B: AutodiffBackend>(
     )
     .map_err(|e| fail(&tmp, &e))?;
     std::fs::rename(&tmp, dir.join(STATE_FILE)).map_err(|e| fail(dir, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(n: usize, value: f64) -> EpochRecord {
+        EpochRecord {
+            epoch: n,
+            train_loss: 1.0,
+            metrics: Metrics::from([("accuracy".to_string(), value)]),
+        }
+    }
+
+    #[test]
+    fn the_best_epoch_is_the_highest_earliest_and_never_nan() {
+        let best = |values: &[f64]| {
+            let history: Vec<EpochRecord> =
+                values.iter().enumerate().map(|(i, &v)| epoch(i + 1, v)).collect();
+            best_epoch(&history, "accuracy").map(|e| e.epoch)
+        };
+        assert_eq!(best(&[]), None);
+        assert_eq!(best(&[0.5]), Some(1));
+        assert_eq!(best(&[0.5, 0.7, 0.6]), Some(2));
+        assert_eq!(best(&[0.9, 0.7, 0.6]), Some(1));
+        assert_eq!(best(&[0.5, 0.6, 0.8]), Some(3));
+        // Ties: the earliest, as Hugging Face keeps the first best checkpoint.
+        assert_eq!(best(&[0.5, 0.7, 0.7, 0.6]), Some(2));
+        // NaN (a metric undefined for constant predictions) never wins over a number.
+        assert_eq!(best(&[f64::NAN, 0.1, f64::NAN]), Some(2));
+        assert_eq!(best(&[0.1, f64::NAN]), Some(1));
+        assert_eq!(best(&[f64::NAN, f64::NAN]), Some(1));
+        // Negative values (MCC, Pearson) are compared as numbers.
+        assert_eq!(best(&[-0.3, -0.1, -0.2]), Some(2));
+        // A missing metric counts as NaN, not as a panic.
+        let other = EpochRecord {
+            epoch: 2,
+            train_loss: 1.0,
+            metrics: Metrics::new(),
+        };
+        assert_eq!(
+            best_epoch(&[other.clone(), epoch(3, 0.0)], "accuracy").map(|e| e.epoch),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_training_subset_is_a_seeded_uniform_sample_in_file_order() {
+        let picked = subset_indices(1000, 100, 7);
+        assert_eq!(picked.len(), 100);
+        assert!(picked.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+        assert!(picked.iter().all(|&i| i < 1000));
+        assert_eq!(picked, subset_indices(1000, 100, 7), "the seed fixes it");
+        assert_ne!(
+            picked,
+            subset_indices(1000, 100, 8),
+            "another seed, another sample"
+        );
+        // Not the first 100, and spread over the whole file: each tenth of
+        // the file holds 10 expected picks; a uniform sample of 100 puts
+        // between 1 and 25 in every tenth with probability > 0.9999.
+        assert_ne!(picked, (0..100).collect::<Vec<_>>());
+        for tenth in 0..10 {
+            let inside = picked.iter().filter(|&&i| i / 100 == tenth).count();
+            assert!((1..=25).contains(&inside), "tenth {tenth}: {inside} picks");
+        }
+        // Over many seeds every index is picked about 10 % of the time.
+        let mut hits = vec![0usize; 50];
+        for seed in 0..2000 {
+            for i in subset_indices(50, 5, seed) {
+                hits[i] += 1;
+            }
+        }
+        // Binomial(2000, 0.1): mean 200, sd 13.4; ±70 is beyond 5 sd.
+        assert!(hits.iter().all(|&h| (130..=270).contains(&h)), "{hits:?}");
+        // Asking for as many or more than there are: all, in order.
+        assert_eq!(subset_indices(5, 5, 1), vec![0, 1, 2, 3, 4]);
+        assert_eq!(subset_indices(5, 9, 1), vec![0, 1, 2, 3, 4]);
+        assert_eq!(subset_indices(5, 0, 1), Vec::<usize>::new());
+    }
 }
