@@ -330,7 +330,7 @@ impl<B: Backend> EncoderLayer<B> {
             .forward(self.dropout.forward(self.attention_output.forward(context)) + x);
         let inner = self.intermediate.forward(attended.clone());
         let inner = match self.activation {
-            Activation::Gelu => gelu(inner),
+            Activation::Gelu => gelu_exact(inner),
             Activation::GeluTanh => burn::tensor::activation::gelu_approximate(inner),
             Activation::Relu => relu(inner),
         };
@@ -375,5 +375,87 @@ impl<B: Backend> AdapterHost<B> for Encoder<B> {
             .map(|l| norm(&l.attention_norm) + norm(&l.output_norm))
             .sum();
         ParamCount::frozen(embeddings + norms)
+    }
+}
+
+/// GELU (`x·Φ(x)`, erf form) whose gradient is exact on every backend.
+///
+/// burn 0.21's default `gelu_backward`, used by every backend that does not
+/// override it (ndarray, the CubeCL backends), is the derivative of the
+/// *tanh approximation* of GELU while its forward is the exact erf form:
+/// up to 1.7e-3 off per element, which grew to 1.3e-2 relative in the LoRA-XS
+/// gradients of MiniLM's first layer (`tests/parity.rs`). Flex overrides it
+/// with the exact derivative and keeps burn's op; elsewhere, while autodiff
+/// records, GELU is composed of `erf` and products, whose derivatives burn
+/// computes exactly. Without autodiff the forward is burn's op everywhere.
+pub(crate) fn gelu_exact<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let device = x.device();
+    if B::ad_enabled(&device) && !B::name(&device).contains("flex") {
+        let cdf = (x.clone() / std::f64::consts::SQRT_2)
+            .erf()
+            .add_scalar(1.0)
+            .mul_scalar(0.5);
+        x * cdf
+    } else {
+        gelu(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex, NdArray};
+    use burn::tensor::backend::AutodiffBackend;
+    use burn::tensor::{Tensor, TensorData};
+
+    /// `d/dx gelu(x) = Φ(x) + x·φ(x)` in f64, with Φ at the test points
+    /// taken from a standard normal table (10 digits), independent of any
+    /// erf implementation.
+    fn exact_gradient(x: f64) -> f64 {
+        // Φ at the test points, from a standard normal table (10 digits).
+        let cdf = match x {
+            -3.0 => 0.001_349_898_0,
+            -1.5 => 0.066_807_201_3,
+            -0.5 => 0.308_537_538_7,
+            0.0 => 0.5,
+            0.25 => 0.598_706_325_7,
+            1.0 => 0.841_344_746_1,
+            2.0 => 0.977_249_868_1,
+            _ => unreachable!(),
+        };
+        let pdf = (-x * x / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        cdf + x * pdf
+    }
+
+    fn gradients<B: AutodiffBackend>() -> (Vec<f32>, Vec<f32>) {
+        let points = [-3.0f32, -1.5, -0.5, 0.0, 0.25, 1.0, 2.0];
+        let device = Default::default();
+        let x = Tensor::<B, 1>::from_data(TensorData::new(points.to_vec(), [7]), &device).require_grad();
+        let y = super::gelu_exact(x.clone());
+        let grads = y.clone().sum().backward();
+        let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        (y.into_data().to_vec::<f32>().unwrap(), g)
+    }
+
+    #[test]
+    fn gelu_has_the_exact_gradient_on_every_cpu_backend() {
+        let points = [-3.0f64, -1.5, -0.5, 0.0, 0.25, 1.0, 2.0];
+        for (name, (values, grads)) in [
+            ("autodiff<ndarray>", gradients::<Autodiff<NdArray>>()),
+            ("autodiff<flex>", gradients::<Autodiff<Flex>>()),
+        ] {
+            for ((&x, &v), &g) in points.iter().zip(&values).zip(&grads) {
+                let expected = exact_gradient(x);
+                assert!(
+                    (g as f64 - expected).abs() < 2e-6,
+                    "{name}: gelu'({x}) = {g}, expected {expected}"
+                );
+                let value =
+                    x * (exact_gradient(x) - x * (-x * x / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt());
+                assert!(
+                    (v as f64 - value).abs() < 2e-6,
+                    "{name}: gelu({x}) = {v}, expected {value}"
+                );
+            }
+        }
     }
 }

@@ -302,13 +302,11 @@ fn lora_xs_gradients_match_pytorch_autograd_on_autodiff_flex() {
     }
 }
 
-/// Known defect, kept visible: on autodiff<ndarray> the R gradients drift
-/// from the reference layer by layer through the backward pass (3e-5 at the
-/// last layer, 1.3e-2 at the first; flex stays below 1.7e-4 on the same
-/// graph), while its forward matches to 2e-5. Run with `--ignored` to see
-/// it; the training harness defaults to flex.
+/// On ndarray this failed (R gradients 3e-5 off at the last layer, 1.3e-2 at
+/// the first) until the encoder stopped using burn 0.21's default
+/// `gelu_backward`, which differentiates the tanh approximation of GELU
+/// while the forward computes the exact one (see `encoder::gelu_exact`).
 #[test]
-#[ignore = "known: autodiff<ndarray> gradients lose precision through the backward pass (1.3e-2 at layer 0)"]
 fn lora_xs_gradients_match_pytorch_autograd_on_autodiff_ndarray() {
     if let Some(dir) = common::minilm() {
         check_gradients::<Autodiff<NdArray<f32>>>(&dir, "autodiff<ndarray>");
