@@ -219,7 +219,7 @@ fn a_torn_last_line_is_reported_and_replaced_by_the_next_record() {
 #[test]
 fn the_committed_quick_table_is_the_table_of_its_committed_records() {
     let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results");
-    let records = Results::open(&results.join("glue-quick.jsonl")).unwrap().records;
+    let records = Results::open(results.join("glue-quick.jsonl")).unwrap().records;
     assert_eq!(records.len(), 10);
     let committed = std::fs::read_to_string(results.join("glue-quick.md")).unwrap();
     let table = glue_table("quick", &records, &[]);
