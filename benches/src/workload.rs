@@ -297,7 +297,7 @@ fn time(
 }
 
 /// Runs `options.workload` on backend `B` (training on `Autodiff<B>`).
-pub fn run<B: Backend>(options: &Options, device: &B::Device) -> Result<Report, String> {
+pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Device) -> Result<Report, String> {
     let model = ModelDir::new(&options.model).map_err(|e| e.to_string())?;
     let vocab = model.config().map_err(|e| e.to_string())?.vocab_size;
     let tokens = token_batch(options.batch, options.seq, vocab);

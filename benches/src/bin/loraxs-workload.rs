@@ -85,7 +85,7 @@ struct RunWorkload<'a>(&'a Options);
 impl OnBackend for RunWorkload<'_> {
     type Output = Result<Report, String>;
 
-    fn run<B: burn::tensor::backend::Backend>(self) -> Self::Output {
+    fn run<B: loraxs_models::KernelBackend>(self) -> Self::Output {
         run::<B>(self.0, &Default::default())
     }
 }

@@ -71,8 +71,9 @@ impl core::str::FromStr for BackendKind {
 pub trait OnBackend {
     /// What the work returns.
     type Output;
-    /// Does the work on backend `B` (its default device).
-    fn run<B: burn::tensor::backend::Backend>(self) -> Self::Output;
+    /// Does the work on backend `B` (its default device; `B` has the fused
+    /// kernels of `loraxs-kernels`, and so has `Autodiff<B>`).
+    fn run<B: loraxs_models::KernelBackend>(self) -> Self::Output;
 }
 
 impl BackendKind {

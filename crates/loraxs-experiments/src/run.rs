@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
 use loraxs_models::ModelDir;
 use loraxs_train::{RunConfig, RunRecord, TrainError, TrainOptions, train};
 
@@ -58,7 +57,7 @@ struct TrainRun<'a> {
 impl OnBackend for TrainRun<'_> {
     type Output = Result<Option<RunRecord>, TrainError>;
 
-    fn run<B: Backend>(self) -> Self::Output {
+    fn run<B: loraxs_models::KernelBackend>(self) -> Self::Output {
         train::<Autodiff<B>>(
             self.run,
             self.model,

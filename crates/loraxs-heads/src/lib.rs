@@ -242,13 +242,15 @@ pub struct SequenceClassifier<B: Backend> {
     pub head: Head<B>,
 }
 
-impl<B: Backend> SequenceClassifier<B> {
+impl<B: loraxs_models::KernelBackend> SequenceClassifier<B> {
     /// Logits (`[batch, num_labels]`).
     pub fn forward(&self, input: loraxs_models::EncoderInput<B>) -> Tensor<B, 2> {
         let out = self.encoder.forward(input);
         self.head.forward(out.hidden, out.pooled)
     }
+}
 
+impl<B: Backend> SequenceClassifier<B> {
     /// Parameters by group: adapter (per `config`), head, frozen.
     pub fn param_count(&self, config: Option<&loraxs::AdapterConfig>) -> ParamCount {
         loraxs::param_count(&self.encoder, config) + self.head.param_count()

@@ -3,12 +3,13 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
-use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use loraxs::interop::{frozen, linear_from_torch};
 use loraxs::{AdaptedLinear, AdapterHost, ParamCount};
+use loraxs_kernels::{KernelBackend, add_layer_norm, masked_softmax};
 use loraxs_tokenizer::TokenBatch;
 
 use crate::arch::{ENCODER_LAYER_LINEARS, encoder_layer_prefix};
@@ -30,6 +31,8 @@ pub struct Embeddings<B: Backend> {
     pub norm: LayerNorm<B>,
     /// Dropout after the norm.
     pub dropout: FastDropout,
+    /// The norm's epsilon (`layer_norm_eps`).
+    pub norm_eps: f64,
 }
 
 /// One transformer layer (`encoder.layer.N`).
@@ -60,6 +63,8 @@ pub struct EncoderLayer<B: Backend> {
     /// Feed-forward activation.
     #[module(skip)]
     pub activation: Activation,
+    /// The norms' epsilon (`layer_norm_eps`).
+    pub norm_eps: f64,
 }
 
 /// A BERT-family encoder.
@@ -172,6 +177,7 @@ impl<B: Backend> Encoder<B> {
             ),
             norm: layer_norm(&mut w, "embeddings.LayerNorm", h, eps, device),
             dropout: dropout.clone(),
+            norm_eps: eps,
         };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
@@ -198,6 +204,7 @@ impl<B: Backend> Encoder<B> {
                     dropout: dropout.clone(),
                     heads: config.num_attention_heads,
                     activation: config.hidden_act,
+                    norm_eps: eps,
                 }
             })
             .collect();
@@ -267,22 +274,25 @@ impl<B: Backend> Encoder<B> {
         })
     }
 
+    /// Width of the model.
+    pub fn hidden_size(&self) -> usize {
+        self.embeddings.word.weight.dims()[1]
+    }
+}
+
+impl<B: KernelBackend> Encoder<B> {
     /// Runs the encoder.
     pub fn forward(&self, input: EncoderInput<B>) -> EncoderOutput<B> {
         let e = &self.embeddings;
-        let x = e.word.forward(input.input_ids)
-            + e.position.forward(input.position_ids)
-            + e.token_type.forward(input.token_type_ids);
-        let mut hidden = e.dropout.forward(e.norm.forward(x));
+        let x = e.word.forward(input.input_ids) + e.position.forward(input.position_ids);
+        let x = norm(&e.norm, x, e.token_type.forward(input.token_type_ids), e.norm_eps);
+        let mut hidden = e.dropout.forward(x);
 
         // Hugging Face's extended mask: 0 for real tokens, the most negative
         // f32 for padding, added to the attention scores.
-        let [batch, tokens] = input.attention_mask.dims();
-        let bias = (input.attention_mask.float().neg() + 1.0)
-            .mul_scalar(f32::MIN)
-            .reshape([batch, 1, 1, tokens]);
+        let mask = (input.attention_mask.float().neg() + 1.0).mul_scalar(f32::MIN);
         for layer in &self.layers {
-            hidden = layer.forward(hidden, bias.clone());
+            hidden = layer.forward(hidden, mask.clone());
         }
         let pooled = self.pooler.as_ref().map(|pooler| {
             let [b, _, h] = hidden.dims();
@@ -291,15 +301,26 @@ impl<B: Backend> Encoder<B> {
         });
         EncoderOutput { hidden, pooled }
     }
+}
 
-    /// Width of the model.
-    pub fn hidden_size(&self) -> usize {
-        self.embeddings.word.weight.dims()[1]
+/// `LayerNorm(x + residual)`: the fused kernel when the norm has a bias
+/// (every BERT/RoBERTa norm), burn's module otherwise.
+fn norm<B: KernelBackend>(
+    norm: &LayerNorm<B>,
+    x: Tensor<B, 3>,
+    residual: Tensor<B, 3>,
+    eps: f64,
+) -> Tensor<B, 3> {
+    match &norm.beta {
+        Some(beta) => add_layer_norm(x, residual, norm.gamma.val(), beta.val(), eps),
+        None => norm.forward(x + residual),
     }
 }
 
-impl<B: Backend> EncoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>) -> Tensor<B, 3> {
+impl<B: KernelBackend> EncoderLayer<B> {
+    /// One layer; `mask` is `[batch, tokens]`, 0 for tokens and `f32::MIN`
+    /// for padding.
+    fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
         let [b, t, h] = x.dims();
         let hd = h / self.heads;
         let split = |y: Tensor<B, 3>| y.reshape([b, t, self.heads, hd]).swap_dims(1, 2);
@@ -308,10 +329,13 @@ impl<B: Backend> EncoderLayer<B> {
         let v = split(self.value.forward(x.clone()));
         let scale = 1.0 / (hd as f64).sqrt();
         let context = if B::ad_enabled(&x.device()) {
-            // Training: explicit ops, so attention dropout applies and the
-            // backward pass is the plain matmul/softmax one.
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask_bias;
-            let probs = self.attention_dropout.forward(softmax(scores, 3));
+            // Training: the scores, then one fused node for scale, mask and
+            // softmax (loraxs-kernels), so attention dropout applies and the
+            // backward pass is one fused kernel.
+            let scores = q.matmul(k.swap_dims(2, 3));
+            let probs = self
+                .attention_dropout
+                .forward(masked_softmax(scores, mask, scale as f32));
             probs.matmul(v)
         } else {
             // Inference: the backend's fused attention (flex runs scores,
@@ -322,20 +346,27 @@ impl<B: Backend> EncoderLayer<B> {
                 softcap: None,
                 is_causal: false,
             };
-            attention(q, k, v, None, Some(mask_bias), options)
+            attention(q, k, v, None, Some(mask.reshape([b, 1, 1, t])), options)
         };
         let context = context.swap_dims(1, 2).reshape([b, t, h]);
-        let attended = self
-            .attention_norm
-            .forward(self.dropout.forward(self.attention_output.forward(context)) + x);
+        let attended = norm(
+            &self.attention_norm,
+            self.dropout.forward(self.attention_output.forward(context)),
+            x,
+            self.norm_eps,
+        );
         let inner = self.intermediate.forward(attended.clone());
         let inner = match self.activation {
-            Activation::Gelu => gelu_exact(inner),
+            Activation::Gelu => loraxs_kernels::gelu(inner),
             Activation::GeluTanh => burn::tensor::activation::gelu_approximate(inner),
             Activation::Relu => relu(inner),
         };
-        self.output_norm
-            .forward(self.dropout.forward(self.output.forward(inner)) + attended)
+        norm(
+            &self.output_norm,
+            self.dropout.forward(self.output.forward(inner)),
+            attended,
+            self.norm_eps,
+        )
     }
 }
 
@@ -378,29 +409,6 @@ impl<B: Backend> AdapterHost<B> for Encoder<B> {
     }
 }
 
-/// GELU (`x·Φ(x)`, erf form) whose gradient is exact on every backend.
-///
-/// burn 0.21's default `gelu_backward`, used by every backend that does not
-/// override it (ndarray, the CubeCL backends), is the derivative of the
-/// *tanh approximation* of GELU while its forward is the exact erf form:
-/// up to 1.7e-3 off per element, which grew to 1.3e-2 relative in the LoRA-XS
-/// gradients of MiniLM's first layer (`tests/parity.rs`). Flex overrides it
-/// with the exact derivative and keeps burn's op; elsewhere, while autodiff
-/// records, GELU is composed of `erf` and products, whose derivatives burn
-/// computes exactly. Without autodiff the forward is burn's op everywhere.
-pub(crate) fn gelu_exact<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let device = x.device();
-    if B::ad_enabled(&device) && !B::name(&device).contains("flex") {
-        let cdf = (x.clone() / std::f64::consts::SQRT_2)
-            .erf()
-            .add_scalar(1.0)
-            .mul_scalar(0.5);
-        x * cdf
-    } else {
-        gelu(x)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use burn::backend::{Autodiff, Flex, NdArray};
@@ -426,11 +434,11 @@ mod tests {
         cdf + x * pdf
     }
 
-    fn gradients<B: AutodiffBackend>() -> (Vec<f32>, Vec<f32>) {
+    fn gradients<B: AutodiffBackend + loraxs_kernels::KernelBackend>() -> (Vec<f32>, Vec<f32>) {
         let points = [-3.0f32, -1.5, -0.5, 0.0, 0.25, 1.0, 2.0];
         let device = Default::default();
         let x = Tensor::<B, 1>::from_data(TensorData::new(points.to_vec(), [7]), &device).require_grad();
-        let y = super::gelu_exact(x.clone());
+        let y = loraxs_kernels::gelu(x.clone());
         let grads = y.clone().sum().backward();
         let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
         (y.into_data().to_vec::<f32>().unwrap(), g)

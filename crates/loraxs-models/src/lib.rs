@@ -53,6 +53,10 @@ pub use error::{ModelError, Result};
 pub use dropout::{FastDropout, dropout_mask, seed_dropout};
 #[cfg(feature = "burn")]
 pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput};
+/// The backends the encoder runs on: any burn backend with the fused
+/// kernels of `loraxs-kernels` (Flex, NdArray, CUDA, and `Autodiff` of each).
+#[cfg(feature = "burn")]
+pub use loraxs_kernels::{KernelAutodiffBackend, KernelBackend};
 #[cfg(feature = "burn")]
 pub use loraxs_tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch, TokenSequence, TokenizerError};
 #[cfg(feature = "burn")]

@@ -12,7 +12,7 @@ mod common;
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use loraxs::interop::{set_trainable, tensor_values, trainable};
 use loraxs::{AdaptedLinear, AdapterConfig, AdapterHost};
@@ -68,7 +68,7 @@ fn load<B: Backend>(dir: &ModelDir) -> Encoder<B> {
     without_dropout(encoder)
 }
 
-fn check<B: Backend>(dir: &ModelDir, encoder: &Encoder<B>, backend: &str) {
+fn check<B: loraxs_models::KernelBackend>(dir: &ModelDir, encoder: &Encoder<B>, backend: &str) {
     let device = B::Device::default();
     let tokenizer = dir.tokenizer(DEFAULT_MAX_LENGTH).unwrap();
     let (_, header) = SafeTensors::read_metadata(FIXTURE).unwrap();
@@ -137,7 +137,7 @@ fn minilm_matches_transformers_on_flex() {
 
 /// The training path (autodiff: explicit attention ops, dropout at 0) and
 /// the same model's `valid()` (inference path) against transformers.
-fn check_autodiff<B: AutodiffBackend>(dir: &ModelDir, backend: &str) {
+fn check_autodiff<B: loraxs_models::KernelAutodiffBackend>(dir: &ModelDir, backend: &str) {
     let encoder = load::<B>(dir);
     assert!(B::ad_enabled(&B::Device::default()));
     check(dir, &encoder, &format!("{backend} (training path)"));
@@ -179,7 +179,7 @@ fn relative_l2(ours: &[f32], reference: &[f32]) -> f64 {
 /// hidden state and the gradients of `sum(hidden · P)`, `P_i = cos(0.7 i)`,
 /// with respect to every R and to the used word-embedding rows, against
 /// PyTorch autograd on the same model built independently in float64.
-fn check_gradients<B: AutodiffBackend>(dir: &ModelDir, backend: &str) {
+fn check_gradients<B: loraxs_models::KernelAutodiffBackend>(dir: &ModelDir, backend: &str) {
     let device = B::Device::default();
     let st = SafeTensors::deserialize(GRADIENTS).unwrap();
     let (_, header) = SafeTensors::read_metadata(GRADIENTS).unwrap();

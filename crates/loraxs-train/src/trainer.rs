@@ -10,14 +10,14 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use loraxs::interop::tensor_values;
 use loraxs::{AdapterFile, SaveOptions};
 use loraxs_data::{GlueTask, Label, Metric, Split, TokenizedSet, read_split};
 use loraxs_heads::{HeadConfig, SequenceClassifier};
-use loraxs_models::ModelDir;
+use loraxs_models::{KernelAutodiffBackend, KernelBackend, ModelDir};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::{Optimizers, ParamGroups};
@@ -111,7 +111,7 @@ const STATE_FILE: &str = "state.json";
 
 /// Trains and evaluates one run on backend `B`. Returns `Ok(None)` when
 /// `stop_after_epochs` stopped it early (a checkpoint is on disk).
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: KernelAutodiffBackend>(
     config: &RunConfig,
     model_dir: &ModelDir,
     data_dir: &Path,
@@ -406,7 +406,7 @@ fn loss<B: AutodiffBackend>(
 /// The model's prediction for every example of `set`, in the set's order:
 /// the predicted class for classification tasks, the score for regression.
 /// Each example is scored exactly once, in batches of 64.
-pub fn predict<B: Backend>(
+pub fn predict<B: KernelBackend>(
     model: &SequenceClassifier<B>,
     set: &TokenizedSet,
     task: GlueTask,
@@ -435,7 +435,7 @@ pub fn predict<B: Backend>(
 
 /// Dev metrics of `model` on `set`: every example predicted once
 /// ([`predict`]) and scored against its own label.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: KernelBackend>(
     model: &SequenceClassifier<B>,
     set: &TokenizedSet,
     task: GlueTask,
