@@ -6,7 +6,9 @@
 //! `1 / keep`). On the CPU backends that sampling ran on one core and took
 //! ~13% of a MiniLM training step (`perf`, issue #5). Here the mask is
 //! drawn from a SplitMix64 stream, four 16-bit draws per word, with the
-//! values `0` and `1 / keep` already in it, so dropout costs one multiply.
+//! values `0` and `1 / keep` already in it, so dropout costs one multiply;
+//! blocks of the mask are drawn on all threads, each from its own offset
+//! into the same stream (the mask does not depend on the thread count).
 //! On other backends (CUDA, …) burn's on-device sampling is used: uploading
 //! a host mask would cost more than it saves.
 
@@ -15,6 +17,7 @@ use std::sync::Mutex;
 use burn::module::Module;
 use burn::nn::DropoutConfig;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use rayon::prelude::*;
 
 /// The next stream state; every masked call takes one.
 static STATE: Mutex<u64> = Mutex::new(0x853c_49e6_748f_ea9b);
@@ -32,8 +35,11 @@ fn next_stream() -> u64 {
     splitmix64(&mut state)
 }
 
+/// SplitMix64's increment.
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
 fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    *state = state.wrapping_add(GAMMA);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -57,15 +63,23 @@ pub fn dropout_mask(n: usize, prob: f64, stream: u64) -> Vec<f32> {
     } else {
         65536.0 / threshold as f32
     };
-    let mut state = stream;
-    let mut mask = Vec::with_capacity(n);
-    while mask.len() < n {
-        let word = splitmix64(&mut state);
-        for k in 0..4.min(n - mask.len()) {
-            let draw = ((word >> (16 * k)) & 0xffff) as u32;
-            mask.push(if draw < threshold { scale } else { 0.0 });
-        }
-    }
+    // SplitMix64's state after w words is `stream + w·γ`, so each block of
+    // the mask starts its own copy of the stream at its first word: the
+    // same mask as one sequential pass, drawn on every thread.
+    const WORDS: usize = 4096;
+    let mut mask = vec![0.0f32; n];
+    mask.par_chunks_mut(4 * WORDS)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let mut state = stream.wrapping_add(((block * WORDS) as u64).wrapping_mul(GAMMA));
+            for quad in out.chunks_mut(4) {
+                let word = splitmix64(&mut state);
+                for (k, m) in quad.iter_mut().enumerate() {
+                    let draw = ((word >> (16 * k)) & 0xffff) as u32;
+                    *m = if draw < threshold { scale } else { 0.0 };
+                }
+            }
+        });
     mask
 }
 
@@ -104,6 +118,30 @@ impl FastDropout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mask drawn in one sequential pass over the stream.
+    fn sequential_mask(n: usize, prob: f64, stream: u64) -> Vec<f32> {
+        let threshold = ((1.0 - prob) * 65536.0).round() as u32;
+        let scale = 65536.0 / threshold as f32;
+        let mut state = stream;
+        let mut mask = Vec::with_capacity(n);
+        while mask.len() < n {
+            let word = splitmix64(&mut state);
+            for k in 0..4.min(n - mask.len()) {
+                let draw = ((word >> (16 * k)) & 0xffff) as u32;
+                mask.push(if draw < threshold { scale } else { 0.0 });
+            }
+        }
+        mask
+    }
+
+    #[test]
+    fn blocks_drawn_in_parallel_equal_one_sequential_pass() {
+        // Lengths around the 16,384-element blocks, and not multiples of 4.
+        for n in [0, 1, 7, 16_383, 16_384, 16_385, 3 * 16_384 + 5, 200_001] {
+            assert_eq!(dropout_mask(n, 0.1, 99), sequential_mask(n, 0.1, 99), "n = {n}");
+        }
+    }
 
     #[test]
     fn mask_keeps_the_expected_fraction_with_mean_one() {
