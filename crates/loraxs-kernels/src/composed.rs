@@ -21,7 +21,7 @@ fn rows<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 2> {
     let shape = x.shape();
     let last = shape[shape.num_dims() - 1];
     let n = shape.num_elements();
-    let rows = if last == 0 { 0 } else { n / last };
+    let rows = n.checked_div(last).unwrap_or(0);
     wrap::<B, 1>(B::float_reshape(x, [n].into())).reshape([rows, last])
 }
 
