@@ -45,7 +45,9 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.0;
     // n ∈ [-126, 127] after the clamps, so 2^n is a normal f32. A NaN `n`
     // casts to 0; `p` is NaN then and so is the result.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // Wrapping ops: an overflow check here would keep the loop scalar in
+    // builds with overflow checks on (it cannot overflow in this range).
+    let scale = f32::from_bits(((n as i32).wrapping_add(127) as u32).wrapping_shl(23));
     p * scale
 }
 
