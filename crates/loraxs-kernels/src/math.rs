@@ -11,9 +11,8 @@
 //! Accuracy (checked in `tests/kernels.rs` against f64):
 //! - [`exp`]: relative error below 3e-7 on [-87, 88] (a degree-7 Taylor
 //!   polynomial on |r| ≤ ln2/2 after `x = n·ln2 + r`). Arguments below
-//!   -87.3 give `exp(-87.3)` ≈ 1.2e-38 rather than 0 (negligible next to a
-//!   softmax denominator ≥ 1), above 88 they saturate at `exp(88)`; NaN stays
-//!   NaN.
+//!   -87.336 (where the result would be subnormal) give exactly 0, above 88
+//!   they saturate at `exp(88)`; NaN stays NaN.
 //! - [`erf`]: absolute error below 5e-7 (4e-7 measured): the Maclaurin series for |z| < 0.5
 //!   (where the formula below cancels), Abramowitz & Stegun 7.1.26 (bound
 //!   1.5e-7, plus f32 rounding) beyond.
@@ -22,7 +21,8 @@ const LOG2_E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split so that n·LN2_HI is exact for |n| < 2^10.
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
-const EXP_LO: f32 = -87.3;
+// ln of the smallest normal f32 (1.18e-38), rounded up.
+const EXP_LO: f32 = -87.336;
 const EXP_HI: f32 = 88.0;
 // 1.5·2^23: adding and subtracting it rounds to the nearest integer.
 const ROUND: f32 = 12_582_912.0;
@@ -31,7 +31,8 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     // Comparisons are false for NaN, which therefore passes through.
-    let x = if x < EXP_LO { EXP_LO } else { x };
+    let underflow = x < EXP_LO;
+    let x = if underflow { EXP_LO } else { x };
     let x = if x > EXP_HI { EXP_HI } else { x };
     let n = (x * LOG2_E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
@@ -48,7 +49,11 @@ pub fn exp(x: f32) -> f32 {
     // Wrapping ops: an overflow check here would keep the loop scalar in
     // builds with overflow checks on (it cannot overflow in this range).
     let scale = f32::from_bits(((n as i32).wrapping_add(127) as u32).wrapping_shl(23));
-    p * scale
+    // Exactly 0 below the smallest normal result, as for padded keys
+    // (`f32::MIN` scores): a subnormal there would flow into the attention
+    // probabilities and every product with them, and subnormal arithmetic
+    // is ~100× slower on x86 (it made real-data training 2× slower).
+    if underflow { 0.0 } else { p * scale }
 }
 
 /// `erf(z)` from `e = exp(-z²)` (which GELU's derivative needs too, so
