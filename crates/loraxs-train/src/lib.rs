@@ -28,5 +28,5 @@ pub use error::TrainError;
 pub use record::{EpochRecord, Metrics, RunRecord};
 pub use schedule::LinearSchedule;
 pub use trainer::{
-    StepInfo, StepObserver, TrainOptions, best_epoch, evaluate, predict, subset_indices, train,
+    StepInfo, StepObserver, TrainOptions, best_epoch, epoch_batches, evaluate, predict, subset_indices, train,
 };

@@ -15,7 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use loraxs::interop::tensor_values;
 use loraxs::{AdapterFile, SaveOptions};
-use loraxs_data::{GlueTask, Label, Metric, Split, TokenizedSet, read_split};
+use loraxs_data::{GlueTask, Label, LabelledBatch, Metric, Split, TokenizedSet, read_split};
 use loraxs_heads::{HeadConfig, SequenceClassifier};
 use loraxs_models::{KernelAutodiffBackend, KernelBackend, ModelDir};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,9 @@ pub struct StepInfo {
     pub loss: f64,
     /// Examples in the batch.
     pub examples: usize,
+    /// The batch's examples: positions in the run's training set (after
+    /// `train_subset`), as [`epoch_batches`] lists them.
+    pub indices: Vec<usize>,
 }
 
 /// A callback run after every optimiser step (logging, dashboards, tests).
@@ -123,14 +126,7 @@ pub fn train<B: KernelAutodiffBackend>(
     let tokenizer = model_dir.tokenizer(config.max_length)?;
 
     // Data: a seeded subset of train, the dev split(s).
-    let mut train_examples = read_split(task, data_dir, Split::Train)?;
-    if let Some(n) = config.train_subset {
-        train_examples = subset_indices(train_examples.len(), n, config.seed)
-            .into_iter()
-            .map(|i| train_examples[i].clone())
-            .collect();
-    }
-    let train_set = TokenizedSet::new(&train_examples, &tokenizer)?;
+    let train_set = training_set(config, &tokenizer, data_dir)?;
     let mut dev_sets = Vec::new();
     for &split in task.dev_splits() {
         let mut dev = read_split(task, data_dir, split)?;
@@ -220,10 +216,7 @@ pub fn train<B: KernelAutodiffBackend>(
     }
     let counts = model.param_count(Some(&config.adapter));
 
-    let full_batches = train_set.len().div_ceil(config.batch_size);
-    let steps_per_epoch = config
-        .max_steps_per_epoch
-        .map_or(full_batches, |m| m.min(full_batches));
+    let steps_per_epoch = steps_per_epoch(config, train_set.len());
     let total_steps = steps_per_epoch * config.epochs;
     let adapter_schedule = LinearSchedule::new(config.lr, config.warmup_ratio, total_steps);
     let head_schedule = LinearSchedule::new(config.head_lr, config.warmup_ratio, total_steps);
@@ -238,11 +231,7 @@ pub fn train<B: KernelAutodiffBackend>(
         let epoch_seed = config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
         B::seed(device, epoch_seed);
         loraxs_models::seed_dropout(epoch_seed);
-        let batches = train_set.epoch(
-            config.batch_size,
-            Some(config.seed.wrapping_add(epoch as u64 * 7919)),
-            true,
-        );
+        let batches = epoch_order(config, &train_set, epoch);
         let bar = progress(
             options.quiet,
             steps_per_epoch,
@@ -284,6 +273,7 @@ pub fn train<B: KernelAutodiffBackend>(
                     head_lr,
                     loss: value,
                     examples: indices.len(),
+                    indices: indices.clone(),
                 });
             }
             loss_sum += value * indices.len() as f64;
@@ -352,6 +342,73 @@ pub fn train<B: KernelAutodiffBackend>(
         model: options.model.clone(),
         git_commit: options.git_commit.clone(),
     }))
+}
+
+/// The training examples of a run (its seeded `train_subset`), tokenised.
+fn training_set(
+    config: &RunConfig,
+    tokenizer: &loraxs_models::TextTokenizer,
+    data_dir: &Path,
+) -> Result<TokenizedSet, TrainError> {
+    let mut examples = read_split(config.task, data_dir, Split::Train)?;
+    if let Some(n) = config.train_subset {
+        examples = subset_indices(examples.len(), n, config.seed)
+            .into_iter()
+            .map(|i| examples[i].clone())
+            .collect();
+    }
+    Ok(TokenizedSet::new(&examples, tokenizer)?)
+}
+
+/// Optimiser steps per epoch: every batch, or `max_steps_per_epoch`.
+fn steps_per_epoch(config: &RunConfig, examples: usize) -> usize {
+    let full_batches = examples.div_ceil(config.batch_size);
+    config
+        .max_steps_per_epoch
+        .map_or(full_batches, |m| m.min(full_batches))
+}
+
+/// The batch order of epoch `epoch` (0-based), before `max_steps_per_epoch`.
+fn epoch_order(config: &RunConfig, set: &TokenizedSet, epoch: usize) -> Vec<Vec<usize>> {
+    set.epoch(
+        config.batch_size,
+        Some(config.seed.wrapping_add(epoch as u64 * 7919)),
+        true,
+    )
+}
+
+/// The batches [`train`] feeds the model in epoch `epoch` (0-based) of the
+/// run `config`, in order: the same examples, padding and order, so that
+/// another tool (the PyTorch reference of `cargo xtask bench`) can train on
+/// exactly what loraxs trains on.
+///
+/// ```no_run
+/// use loraxs::AdapterConfig;
+/// use loraxs_data::GlueTask;
+/// use loraxs_models::ModelDir;
+/// use loraxs_train::{RunConfig, epoch_batches};
+///
+/// let mut run = RunConfig::new(GlueTask::Mrpc, AdapterConfig::lora_xs(16), 1e-3, 1e-3, 1);
+/// run.train_subset = Some(2000);
+/// let model = ModelDir::new("datasets/cache/models/all-MiniLM-L6-v2")?;
+/// let batches = epoch_batches(&run, &model, "../shared/datasets".as_ref(), 0)?;
+/// println!("{} batches, first {} tokens long", batches.len(), batches[0].tokens.seq_len);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn epoch_batches(
+    config: &RunConfig,
+    model_dir: &ModelDir,
+    data_dir: &Path,
+    epoch: usize,
+) -> Result<Vec<LabelledBatch>, TrainError> {
+    let tokenizer = model_dir.tokenizer(config.max_length)?;
+    let set = training_set(config, &tokenizer, data_dir)?;
+    let steps = steps_per_epoch(config, set.len());
+    Ok(epoch_order(config, &set, epoch)
+        .iter()
+        .take(steps)
+        .map(|indices| set.batch(indices))
+        .collect())
 }
 
 /// The four optimiser groups of `model` (adapter / head learning rate,

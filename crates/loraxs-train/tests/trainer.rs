@@ -12,7 +12,9 @@ use loraxs::{AdapterConfig, AdapterFile, SaveOptions};
 use loraxs_data::{Example, GlueTask, Label, Metric, TokenizedSet};
 use loraxs_heads::{HeadConfig, SequenceClassifier};
 use loraxs_models::ModelDir;
-use loraxs_train::{RunConfig, StepInfo, StepObserver, TrainOptions, evaluate, predict, train};
+use loraxs_train::{
+    RunConfig, StepInfo, StepObserver, TrainOptions, epoch_batches, evaluate, predict, train,
+};
 
 type B = Autodiff<Flex>;
 
@@ -162,6 +164,23 @@ fn the_schedule_follows_the_global_step_across_epochs_and_a_resume_for_both_grou
         assert_eq!(s.examples, 8);
         assert!(s.loss.is_finite());
     }
+    // `epoch_batches` lists exactly the batches the run trained on, epoch
+    // by epoch (what the PyTorch reference of `cargo xtask bench` replays).
+    for epoch in 0..3 {
+        let listed = epoch_batches(&config, &model, &data, epoch).unwrap();
+        let trained: Vec<&Vec<usize>> = whole
+            .iter()
+            .filter(|s| s.epoch == epoch + 1)
+            .map(|s| &s.indices)
+            .collect();
+        let listed_indices: Vec<&Vec<usize>> = listed.iter().map(|b| &b.indices).collect();
+        assert_eq!(listed_indices, trained, "epoch {epoch}");
+        for batch in &listed {
+            assert_eq!(batch.tokens.batch, 8);
+            assert_eq!(batch.labels.len(), 8);
+        }
+    }
+    assert_ne!(whole[0].indices, whole[2].indices, "each epoch has its own order");
 
     // Stopped after the first epoch, then after the second, then finished:
     // the same steps at the same rates, and the same losses.
