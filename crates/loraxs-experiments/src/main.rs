@@ -124,6 +124,9 @@ impl GlueArgs {
 }
 
 fn main() -> ExitCode {
+    // Training reuses freed activation memory instead of page-faulting it
+    // back in every step (docs/performance.md §10).
+    loraxs_models::tune_allocator();
     let result = match Cli::parse().command {
         Cmd::Reproduce {
             what: Table::Glue(args),

@@ -17,6 +17,9 @@
 //! other backend (ndarray, CUDA) gets the composed forms built from burn's
 //! own ops, so CUDA keeps burn's kernels.
 //!
+//! [`tune_allocator`] makes glibc's `malloc` keep freed activation memory
+//! for the next step instead of page-faulting it back in every time.
+//!
 //! ```
 //! use burn::backend::{Autodiff, Flex};
 //! use burn::tensor::Tensor;
@@ -32,11 +35,13 @@
 //! assert!((dx[2] - 1.083_315).abs() < 1e-5);
 //! ```
 
+mod allocator;
 mod autodiff;
 pub mod composed;
 mod flex;
 pub mod math;
 
+pub use allocator::{MMAP_THRESHOLD, tune_allocator};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};

@@ -56,7 +56,7 @@ pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput
 /// The backends the encoder runs on: any burn backend with the fused
 /// kernels of `loraxs-kernels` (Flex, NdArray, CUDA, and `Autodiff` of each).
 #[cfg(feature = "burn")]
-pub use loraxs_kernels::{KernelAutodiffBackend, KernelBackend};
+pub use loraxs_kernels::{KernelAutodiffBackend, KernelBackend, tune_allocator};
 #[cfg(feature = "burn")]
 pub use loraxs_tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch, TokenSequence, TokenizerError};
 #[cfg(feature = "burn")]
