@@ -61,3 +61,38 @@ fn strided_views_copy_like_ndarray() {
     // Empty.
     check([0, 3, 2, 4], [0, 2, 1, 3], None);
 }
+
+/// The patched `FlexTensor::empty` (patches/README.md) allocates zeroed
+/// elements of the dtype's size instead of bytes that were then copied to
+/// an aligned buffer: every element size still gives zeros, at sizes that
+/// are not multiples of 16 bytes, and the buffers work in arithmetic.
+#[test]
+fn empty_buffers_are_zeroed_for_every_element_size() {
+    use burn::tensor::{Bool, Int};
+    let device = Default::default();
+    for n in [1, 3, 5, 17, 1001] {
+        let f32s = Tensor::<Flex, 2>::zeros([n, 3], &device);
+        let sum = f32s.clone().add_scalar(1.0).sum().into_scalar();
+        assert_eq!(sum, (n * 3) as f32);
+        assert!(
+            f32s.into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        let f64s = Tensor::<Flex, 1>::zeros([n], (&device, burn::tensor::DType::F64));
+        assert!(f64s.into_data().iter::<f64>().all(|v| v == 0.0));
+        let f16s = Tensor::<Flex, 1>::zeros([n], (&device, burn::tensor::DType::F16));
+        assert!(f16s.into_data().iter::<f32>().all(|v| v == 0.0));
+        let ints = Tensor::<Flex, 2, Int>::zeros([n, 3], &device);
+        assert!(ints.into_data().iter::<i64>().all(|v| v == 0));
+        let bools = Tensor::<Flex, 1, Bool>::empty([n], &device);
+        assert_eq!(bools.dims(), [n]);
+        // A matmul's output comes from the same allocation.
+        let a = Tensor::<Flex, 2>::ones([n, 2], &device);
+        let b = Tensor::<Flex, 2>::ones([2, 5], &device);
+        let product = a.matmul(b).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(product, vec![2.0; n * 5]);
+    }
+}
