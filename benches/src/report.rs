@@ -116,11 +116,16 @@ pub fn markdown(
         "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), batch {} × {} tokens (fixed length), \
          {} threads for both tools, {} warm-up + {main_reps} timed repetitions per workload{other_reps}, each \
          workload in its own process, loraxs and PyTorch interleaved workload by workload. \
+         `train-glue-*` rows are different: one epoch of loraxs's GLUE trainer over {} real training \
+         examples (LoRA-XS r=16, batches of 32 grouped by length, padded, dropout on), PyTorch training \
+         on exactly the same batches (written by `loraxs-workload --prepare`); their times are per step \
+         after the warm-up steps, and their ratio is that of the two epochs' times. \
          Machine: {}. Reference: {versions} ({reference}).{duration}\n",
         args.batch,
         args.seq,
         args.threads,
         args.warmup,
+        crate::workload::GLUE_EXAMPLES,
         machine()
     );
     let mut invocations: Vec<u64> = rows
@@ -166,11 +171,38 @@ pub fn markdown(
     for w in &workloads {
         let ours = find(rows, backend, w);
         let theirs = find(rows, reference, w);
+        let throughput = |r: Option<&Value>| r.and_then(|r| r["examples_per_s"].as_f64());
         let ratio = match (ours, theirs) {
+            // Real-data epochs: both tools ran the same steps, so the ratio
+            // of their total times is the inverse ratio of examples/s.
+            (Some(_), Some(_)) if throughput(ours).is_some() && throughput(theirs).is_some() => format!(
+                "{:.2} (time of the epoch)",
+                throughput(theirs).unwrap_or(f64::NAN) / throughput(ours).unwrap_or(f64::NAN)
+            ),
             (Some(a), Some(b)) => format!("{:.2}", f(a, "median_ms") / f(b, "median_ms")),
             _ => "–".into(),
         };
         let mut notes = Vec::new();
+        for (who, r) in [("loraxs", ours), ("PyTorch", theirs)] {
+            if let Some(r) = r
+                && let Some(flops) = r["flops"].as_f64()
+            {
+                notes.push(format!(
+                    "{who}: {:.1} GFLOP, {:.1} GFLOP/s",
+                    flops / 1e9,
+                    flops / f(r, "median_ms") / 1e6
+                ));
+            }
+            if let Some(r) = r
+                && let Some(eps) = r["examples_per_s"].as_f64()
+            {
+                notes.push(format!(
+                    "{who}: {eps:.1} examples/s over {} examples, mean loss {:.3}",
+                    r["examples"].as_u64().unwrap_or(0),
+                    f(r, "mean_loss")
+                ));
+            }
+        }
         if let Some(variants) = ours.and_then(|r| r["variants"].as_array()) {
             for v in variants {
                 notes.push(format!(

@@ -142,8 +142,18 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     run(&mut build)?;
     let binary = root.join("target/release/loraxs-workload");
 
+    let glue_data = loraxs_data::data_dir(None);
     let workloads = if args.workloads.is_empty() {
-        list(Command::new(&binary).arg("--list"))?
+        let all = list(Command::new(&binary).arg("--list"))?;
+        match &glue_data {
+            Ok(_) => all,
+            Err(e) => {
+                eprintln!("skipping the train-glue workloads: {e}");
+                all.into_iter()
+                    .filter(|w| !w.starts_with("train-glue-"))
+                    .collect()
+            }
+        }
     } else {
         args.workloads.clone()
     };
@@ -187,6 +197,19 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut results: Vec<Value> = Vec::new();
     for (index, workload) in workloads.iter().enumerate() {
+        if let Ok(w) = crate::workload::Workload::from_name(workload)
+            && w.is_prepared()
+        {
+            // The reference runs exactly loraxs's inputs (the trainer's
+            // batches, the step's product shapes).
+            if w.needs_glue_data() {
+                glue_data.as_ref().map_err(|e| format!("{workload}: {e}"))?;
+            }
+            let mut prepare = command(&binary, None, workload);
+            prepare.arg("--prepare");
+            let written = list(&mut prepare)?;
+            eprintln!("{workload}: inputs in {}", written.join(" "));
+        }
         let mut runs: Vec<(Command, String)> = Vec::new();
         for backend in &args.backend {
             let mut cmd = command(&binary, None, workload);

@@ -49,6 +49,14 @@ pub enum Check {
         /// The largest ratio that meets the target.
         max: f64,
     },
+    /// loraxs's examples per second ÷ the reference's on the same
+    /// workload at least `min` (`train-glue-*`: the same batches).
+    ThroughputToReference {
+        /// The workload.
+        workload: String,
+        /// The smallest ratio that meets the target.
+        min: f64,
+    },
     /// The change of `workload`'s time from `infer-base`, in percent:
     /// paired per round from `infer-compare` when it ran (with the spread
     /// of the paired ratios as the noise), else from separate processes.
@@ -139,6 +147,15 @@ impl Target {
                 Some(format!(
                     "- {what}: {ratio:.2}× ({ours:.0} vs {theirs:.0} ms) — {}",
                     verdict(ratio <= *max)
+                ))
+            }
+            Check::ThroughputToReference { workload, min } => {
+                let eps = |b: &str| find(rows, b, workload).and_then(|r| num(r, "examples_per_s"));
+                let (ours, theirs) = (eps(backend)?, eps(reference)?);
+                let ratio = ours / theirs;
+                Some(format!(
+                    "- {what}: {ratio:.2}× ({ours:.1} vs {theirs:.1} examples/s) — {}",
+                    verdict(ratio >= *min)
                 ))
             }
             Check::ChangeFromBase {
@@ -340,12 +357,33 @@ mod tests {
                 variant("infer-lora-xs", 1.03, 0.001),
                 variant("infer-lora-xs-merged", 1.002, 0.004),
             ]}),
+            json!({"backend": "flex", "workload": "train-glue-sst2", "median_ms": 1.0, "examples_per_s": 40.0}),
+            json!({"backend": "torch-cpu", "workload": "train-glue-sst2", "median_ms": 1.0, "examples_per_s": 80.0}),
+            json!({"backend": "flex", "workload": "train-glue-mrpc", "median_ms": 1.0, "examples_per_s": 30.0}),
+            json!({"backend": "torch-cpu", "workload": "train-glue-mrpc", "median_ms": 1.0, "examples_per_s": 25.0}),
         ];
         let rows: Vec<&Value> = rows.iter().collect();
         let lines = targets.lines(&rows, "flex", "torch-cpu");
         let text = lines.join("\n");
-        // 0.9× PyTorch against ≤ 0.8×.
-        assert!(text.contains("0.90× (900 vs 1000 ms) — **missed**"), "{text}");
+        // 0.9× PyTorch against ≤ 0.8× (missed) and ≤ 1.0× (met).
+        let step = |needle: &str| lines.iter().find(|l| l.contains(needle)).unwrap();
+        assert!(
+            step("≤ 0.8×").contains("0.90× (900 vs 1000 ms) — **missed**"),
+            "{text}"
+        );
+        assert!(
+            step("≤ 1.0× PyTorch (").contains("0.90× (900 vs 1000 ms) — **met**"),
+            "{text}"
+        );
+        // Examples/s: half of PyTorch's on SST-2, 1.2× on MRPC.
+        assert!(
+            step("SST-2").contains("0.50× (40.0 vs 80.0 examples/s) — **missed**"),
+            "{text}"
+        );
+        assert!(
+            step("MRPC").contains("1.20× (30.0 vs 25.0 examples/s) — **met**"),
+            "{text}"
+        );
         // +0.2 % merged against ±1 %, but the interval reaches past +1 %.
         let merged = lines.iter().find(|l| l.contains("within 1%")).unwrap();
         assert!(

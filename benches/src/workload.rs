@@ -1,6 +1,7 @@
 //! The `cargo xtask bench` workloads on a real encoder: one training step
 //! per adapter method, inference with and without a merged adapter, SVD
-//! initialisation of every adapted matrix, adapter save and load.
+//! initialisation of every adapted matrix, adapter save and load, and an
+//! epoch of the real GLUE trainer on real batches (`train-glue-*`).
 //!
 //! Each workload is timed repetition by repetition after untimed warm-up
 //! repetitions, and reports the peak resident memory of the timed part (see
@@ -18,8 +19,10 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use loraxs::{AdapterConfig, AdapterFile, SaveOptions, SvdMethod, TargetModules};
+use loraxs_data::{GlueTask, Label};
 use loraxs_heads::{HeadConfig, HeadStyle, SequenceClassifier};
 use loraxs_models::{Encoder, ModelDir, TokenBatch};
+use loraxs_train::{RunConfig, StepObserver, TrainOptions, epoch_batches};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -67,11 +70,21 @@ pub enum Workload {
     AdapterLoad,
     /// Reading a LoRA-XS adapter file that stores `A` and `B`.
     AdapterLoadStoredFactors,
+    /// One epoch of `loraxs_train::train` (LoRA-XS r=16, the quick
+    /// profile's rates) on 2,000 SST-2 training examples: real,
+    /// length-bucketed, padded batches of 32, dropout on.
+    TrainGlueSst2,
+    /// The same on 2,000 MRPC examples (sentence pairs: longer batches).
+    TrainGlueMrpc,
+    /// Only the matrix products of a `train-lora-xs` step (forward, the
+    /// backward's input and `R` gradients, attention's batched products),
+    /// on plain contiguous operands: the step's gemm limit on this machine.
+    GemmStep,
 }
 
 impl Workload {
     /// Every workload, in reporting order.
-    pub const ALL: [Workload; 16] = [
+    pub const ALL: [Workload; 19] = [
         Workload::TrainLoraXs,
         Workload::TrainLora,
         Workload::TrainVera,
@@ -88,6 +101,9 @@ impl Workload {
         Workload::AdapterSave,
         Workload::AdapterLoad,
         Workload::AdapterLoadStoredFactors,
+        Workload::TrainGlueSst2,
+        Workload::TrainGlueMrpc,
+        Workload::GemmStep,
     ];
 
     /// The name used on the command line and in reports.
@@ -109,6 +125,9 @@ impl Workload {
             Workload::AdapterSave => "adapter-save",
             Workload::AdapterLoad => "adapter-load",
             Workload::AdapterLoadStoredFactors => "adapter-load-stored-factors",
+            Workload::TrainGlueSst2 => "train-glue-sst2",
+            Workload::TrainGlueMrpc => "train-glue-mrpc",
+            Workload::GemmStep => "gemm-step",
         }
     }
 
@@ -131,7 +150,10 @@ impl Workload {
             | Workload::InferCompare
             | Workload::AdapterSave
             | Workload::AdapterLoad
-            | Workload::AdapterLoadStoredFactors => xs,
+            | Workload::AdapterLoadStoredFactors
+            | Workload::TrainGlueSst2
+            | Workload::TrainGlueMrpc
+            | Workload::GemmStep => xs,
             Workload::TrainLora => AdapterConfig::lora(8),
             Workload::TrainVera => {
                 AdapterConfig::vera(256).with_targets(TargetModules::new(["query", "value"]))
@@ -147,6 +169,118 @@ impl Workload {
             Workload::TrainFull | Workload::InferBase => return None,
         })
     }
+
+    /// The GLUE run a `train-glue-*` workload trains (`None` for the
+    /// others): LoRA-XS r=16 with the quick profile's rates (adapter 1e-2,
+    /// head 2e-3), one epoch over a seeded subset of 2,000 training
+    /// examples, 64 dev examples scored at the end (untimed).
+    pub fn glue_run(self) -> Option<RunConfig> {
+        let task = match self {
+            Workload::TrainGlueSst2 => GlueTask::Sst2,
+            Workload::TrainGlueMrpc => GlueTask::Mrpc,
+            _ => return None,
+        };
+        let mut run = RunConfig::new(task, self.adapter()?, 1e-2, 2e-3, 1);
+        run.train_subset = Some(GLUE_EXAMPLES);
+        run.eval_subset = Some(64);
+        Some(run)
+    }
+
+    /// True for the workloads that read the GLUE data.
+    pub fn needs_glue_data(self) -> bool {
+        self.glue_run().is_some()
+    }
+}
+
+/// Training examples of the `train-glue-*` workloads.
+pub const GLUE_EXAMPLES: usize = 2000;
+
+/// Where [`prepare`] writes a workload's inputs for the PyTorch reference
+/// (in the scratch folder both tools are given).
+pub fn inputs_path(scratch: &std::path::Path, workload: Workload) -> PathBuf {
+    scratch.join(format!("{}-inputs.json", workload.name()))
+}
+
+impl Workload {
+    /// True when the PyTorch reference reads inputs [`prepare`] writes.
+    pub fn is_prepared(self) -> bool {
+        self.needs_glue_data() || self == Workload::GemmStep
+    }
+}
+
+/// Writes what the PyTorch reference needs to run exactly this workload
+/// (`train-glue-*`: the trainer's batches; `gemm-step`: the product
+/// shapes) to [`inputs_path`]; `Ok(None)` for workloads that need nothing.
+pub fn prepare(options: &Options) -> Result<Option<PathBuf>, String> {
+    let w = options.workload;
+    let value = if w.needs_glue_data() {
+        glue_inputs(options)?
+    } else if w == Workload::GemmStep {
+        let model = ModelDir::new(&options.model).map_err(|e| e.to_string())?;
+        let config = model.config().map_err(|e| e.to_string())?;
+        let shapes: Vec<[usize; 4]> = step_products(&config, options.batch, options.seq, 16)
+            .iter()
+            .map(|p| [p.batch, p.m, p.k, p.n])
+            .collect();
+        serde_json::json!({ "workload": w.name(), "shapes": shapes })
+    } else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&options.scratch).map_err(|e| format!("{}: {e}", options.scratch.display()))?;
+    let path = inputs_path(&options.scratch, w);
+    std::fs::write(&path, value.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// The batches of a `train-glue-*` workload's epoch (exactly those
+/// `loraxs_train::train` trains on, from [`loraxs_train::epoch_batches`]),
+/// with the run's optimiser settings.
+fn glue_inputs(options: &Options) -> Result<serde_json::Value, String> {
+    let w = options.workload;
+    let run = w
+        .glue_run()
+        .ok_or_else(|| format!("{} is not a train-glue workload", w.name()))?;
+    let data_dir = loraxs_data::data_dir(options.data_dir.as_deref()).map_err(|e| e.to_string())?;
+    let model = ModelDir::new(&options.model).map_err(|e| e.to_string())?;
+    let batches = epoch_batches(&run, &model, &data_dir, 0).map_err(|e| e.to_string())?;
+    let rows = |values: &[u32], batch: usize, seq: usize| -> Vec<Vec<u32>> {
+        (0..batch)
+            .map(|b| values[b * seq..(b + 1) * seq].to_vec())
+            .collect()
+    };
+    let batches: Vec<serde_json::Value> = batches
+        .iter()
+        .map(|b| {
+            let (n, seq) = (b.tokens.batch, b.tokens.seq_len);
+            let labels: Vec<serde_json::Value> = b
+                .labels
+                .iter()
+                .map(|l| match l {
+                    Label::Class(c) => serde_json::json!(c),
+                    Label::Score(s) => serde_json::json!(s),
+                })
+                .collect();
+            serde_json::json!({
+                "input_ids": rows(&b.tokens.input_ids, n, seq),
+                "token_type_ids": rows(&b.tokens.token_type_ids, n, seq),
+                "attention_mask": rows(&b.tokens.attention_mask, n, seq),
+                "labels": labels,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "workload": w.name(),
+        "task": run.task.name(),
+        "num_labels": run.task.num_labels(),
+        "regression": run.task.is_regression(),
+        "rank": run.adapter.rank,
+        "alpha": run.adapter.alpha,
+        "lr": run.lr,
+        "head_lr": run.head_lr,
+        "weight_decay": run.weight_decay,
+        "warmup_ratio": run.warmup_ratio,
+        "batches": batches,
+    }))
 }
 
 /// What to run.
@@ -168,6 +302,8 @@ pub struct Options {
     pub scratch: PathBuf,
     /// Backend name, for the report.
     pub backend: String,
+    /// GLUE data folder for `train-glue-*` (else `LORAXS_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// One workload's figures (the JSON line `loraxs-workload` prints; the
@@ -206,6 +342,15 @@ pub struct Report {
     pub last_loss: Option<f64>,
     /// `infer-compare`: each variant's figures and its ratio to the base.
     pub variants: Option<Vec<Variant>>,
+    /// `train-glue-*`: training examples per second over the timed steps.
+    pub examples_per_s: Option<f64>,
+    /// `train-glue-*`: examples in the timed steps.
+    pub examples: Option<usize>,
+    /// `train-glue-*`: mean training loss over the whole epoch (both tools
+    /// train on the same batches, so these should be close).
+    pub mean_loss: Option<f64>,
+    /// `gemm-step`: floating-point operations of one repetition.
+    pub flops: Option<f64>,
 }
 
 /// One variant of `infer-compare`.
@@ -306,7 +451,36 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
     let mut file_bytes = None;
     let mut last_loss = None;
     let mut variants = None;
+    let mut glue = None;
+    let mut flops = None;
     let (times, setup, peak) = match w {
+        Workload::GemmStep => {
+            let config = model.config().map_err(|e| e.to_string())?;
+            let products = step_products(&config, options.batch, options.seq, 16);
+            flops = Some(products.iter().map(GemmShape::flops).sum());
+            let operands: Vec<(Tensor<B, 3>, Tensor<B, 3>)> = products
+                .iter()
+                .map(|p| {
+                    let uniform = burn::tensor::Distribution::Uniform(-1.0, 1.0);
+                    (
+                        Tensor::random([p.batch, p.m, p.k], uniform, device),
+                        Tensor::random([p.batch, p.k, p.n], uniform, device),
+                    )
+                })
+                .collect();
+            time(options, || {
+                for (a, b) in &operands {
+                    drop(a.clone().matmul(b.clone()));
+                }
+                B::sync(device).map_err(|e| format!("{e:?}"))
+            })?
+        }
+        Workload::TrainGlueSst2 | Workload::TrainGlueMrpc => {
+            let (times, setup, peak, figures) = run_glue::<B>(options, &model, device)?;
+            last_loss = Some(figures.last_loss);
+            glue = Some(figures);
+            (times, setup, peak)
+        }
         Workload::TrainLoraXs | Workload::TrainLora | Workload::TrainVera | Workload::TrainFull => {
             type AB<B> = Autodiff<B>;
             let (encoder, _) = model.encoder::<AB<B>>(device).map_err(|e| e.to_string())?;
@@ -497,7 +671,177 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
         file_bytes,
         last_loss,
         variants,
+        examples_per_s: glue.as_ref().map(|g| g.examples_per_s),
+        examples: glue.as_ref().map(|g| g.examples),
+        mean_loss: glue.as_ref().map(|g| g.mean_loss),
+        flops,
     })
+}
+
+/// One matrix product `[batch, m, k] × [batch, k, n]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Independent products (attention: batch × heads).
+    pub batch: usize,
+    /// Rows of the left operand.
+    pub m: usize,
+    /// The contracted dimension.
+    pub k: usize,
+    /// Columns of the right operand.
+    pub n: usize,
+}
+
+impl GemmShape {
+    /// Multiply-adds × 2.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.m * self.k * self.n) as f64
+    }
+}
+
+/// The matrix products of one LoRA-XS training step of an encoder with
+/// `config`'s sizes on `batch` sequences of `seq` tokens, rank `rank` on the
+/// paper's four GLUE targets: per layer the six linears' forward products,
+/// the adapters' three thin products each, attention's two batched products;
+/// backward, every linear's input gradient (the frozen weights need no
+/// weight gradient), the adapters' input gradients and `R` gradients, and
+/// attention's four batched products. Embeddings, head and element-wise
+/// work are left out: this is the step's gemm floor.
+pub fn step_products(
+    config: &loraxs_models::EncoderConfig,
+    batch: usize,
+    seq: usize,
+    rank: usize,
+) -> Vec<GemmShape> {
+    let tokens = batch * seq;
+    let (h, i) = (config.hidden_size, config.intermediate_size);
+    let heads = config.num_attention_heads;
+    let hd = h / heads;
+    let g = |batch, m, k, n| GemmShape { batch, m, k, n };
+    // (in, out, adapted) of query, key, value, attention output, up, down.
+    let linears = [
+        (h, h, true),
+        (h, h, false),
+        (h, h, true),
+        (h, h, true),
+        (h, i, false),
+        (i, h, true),
+    ];
+    let mut out = Vec::new();
+    for _ in 0..config.num_hidden_layers {
+        for &(input, output, adapted) in &linears {
+            out.push(g(1, tokens, input, output));
+            if adapted {
+                // x·Aᵀ, ·Rᵀ, ·Bᵀ.
+                out.extend([
+                    g(1, tokens, input, rank),
+                    g(1, tokens, rank, rank),
+                    g(1, tokens, rank, output),
+                ]);
+            }
+        }
+        let bh = batch * heads;
+        // Scores Q·Kᵀ and context P·V.
+        out.extend([g(bh, seq, hd, seq), g(bh, seq, seq, hd)]);
+        // Backward: attention (∂P = ∂C·Vᵀ, ∂V = Pᵀ·∂C, ∂Q = ∂S·K, ∂K = ∂Sᵀ·Q).
+        out.extend([
+            g(bh, seq, hd, seq),
+            g(bh, seq, seq, hd),
+            g(bh, seq, seq, hd),
+            g(bh, seq, seq, hd),
+        ]);
+        for &(input, output, adapted) in &linears {
+            out.push(g(1, tokens, output, input));
+            if adapted {
+                // ∂(xAᵀRᵀ) = ∂y·B, then ·R, then ·A; ∂R = (∂y·B)ᵀ·(x·Aᵀ).
+                out.extend([
+                    g(1, tokens, output, rank),
+                    g(1, tokens, rank, rank),
+                    g(1, tokens, rank, input),
+                    g(1, rank, tokens, rank),
+                ]);
+            }
+        }
+    }
+    out
+}
+
+/// What a `train-glue-*` run adds to its report.
+struct GlueFigures {
+    examples_per_s: f64,
+    examples: usize,
+    mean_loss: f64,
+    last_loss: f64,
+}
+
+/// One epoch of the real trainer. A step's time is the interval between
+/// the trainer's calls of the step observer, so the first step (whose
+/// start the observer cannot see) always counts as warm-up; the timed part
+/// is every step after `max(warmup, 1)` steps, and the peak memory is
+/// tracked from there on.
+fn run_glue<B: loraxs_models::KernelBackend>(
+    options: &Options,
+    model: &ModelDir,
+    device: &B::Device,
+) -> Result<(Vec<f64>, u64, u64, GlueFigures), String> {
+    use std::sync::{Arc, Mutex};
+    let run = options.workload.glue_run().expect("a train-glue workload");
+    let data_dir = loraxs_data::data_dir(options.data_dir.as_deref()).map_err(|e| e.to_string())?;
+    let skip = options.warmup.max(1);
+    #[derive(Default)]
+    struct Log {
+        last: Option<Instant>,
+        steps: usize,
+        times: Vec<f64>,
+        examples: usize,
+        losses: Vec<(f64, usize)>,
+        setup: u64,
+    }
+    let log = Arc::new(Mutex::new(Log::default()));
+    let observer = {
+        let log = log.clone();
+        StepObserver::new(move |s| {
+            let now = Instant::now();
+            let mut log = log.lock().expect("log");
+            if log.steps >= skip
+                && let Some(last) = log.last
+            {
+                log.times.push((now - last).as_secs_f64() * 1e3);
+                log.examples += s.examples;
+            }
+            log.losses.push((s.loss, s.examples));
+            log.steps += 1;
+            if log.steps == skip {
+                log.setup = memory::reset_peak();
+            }
+            log.last = Some(Instant::now());
+        })
+    };
+    let train_options = TrainOptions {
+        quiet: true,
+        backend: options.backend.clone(),
+        on_step: Some(observer),
+        ..Default::default()
+    };
+    type AB<B> = Autodiff<B>;
+    loraxs_train::train::<AB<B>>(&run, model, &data_dir, device, &train_options)
+        .map_err(|e| e.to_string())?;
+    let log = log.lock().expect("log");
+    if log.times.is_empty() {
+        return Err(format!(
+            "{}: the epoch has {} steps, none left to time after {skip} warm-up steps",
+            options.workload.name(),
+            log.steps
+        ));
+    }
+    let total_ms: f64 = log.times.iter().sum();
+    let seen: usize = log.losses.iter().map(|(_, n)| n).sum();
+    let figures = GlueFigures {
+        examples_per_s: log.examples as f64 / (total_ms / 1e3),
+        examples: log.examples,
+        mean_loss: log.losses.iter().map(|(l, n)| l * *n as f64).sum::<f64>() / seen as f64,
+        last_loss: log.losses.last().map_or(f64::NAN, |(l, _)| *l),
+    };
+    Ok((log.times.clone(), log.setup, memory::peak_rss(), figures))
 }
 
 /// Replaces every LoRA-XS `R` with N(0, 0.01) values, as a trained adapter
@@ -521,4 +865,38 @@ fn rayon_threads() -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_step_products_count_the_flops_of_a_lora_xs_step() {
+        let config = loraxs_models::EncoderConfig::from_json(
+            r#"{"model_type": "bert", "vocab_size": 30522, "hidden_size": 384,
+                "num_hidden_layers": 6, "num_attention_heads": 12,
+                "intermediate_size": 1536, "max_position_embeddings": 512}"#,
+            "config.json".as_ref(),
+        )
+        .unwrap();
+        let (b, t, r) = (32.0, 128.0, 16.0);
+        let (h, i, tokens) = (384.0, 1536.0, 32.0 * 128.0);
+        // Dense products, forward and input gradient: 2·T·(4h² + 2hi) each.
+        let dense = 2.0 * 2.0 * tokens * (4.0 * h * h + 2.0 * h * i);
+        // Attention: 2 forward + 4 backward products of b·heads·t·t·hd.
+        let attention = 6.0 * 2.0 * b * 12.0 * t * t * 32.0;
+        // Four adapted modules, three of them h→h and `output.dense` i→h:
+        // forward T·(in·r + r² + r·out), backward that again plus ∂R (r·T·r).
+        let adapter =
+            |input: f64, output: f64| 2.0 * tokens * (2.0 * (input * r + r * r + r * output) + r * r);
+        let per_layer = dense + attention + 3.0 * adapter(h, h) + adapter(i, h);
+        let expected = 6.0 * per_layer;
+        let products = step_products(&config, 32, 128, 16);
+        let got: f64 = products.iter().map(GemmShape::flops).sum();
+        assert!((got - expected).abs() < 1e-6 * expected, "{got} vs {expected}");
+        // About 195 GFLOP for MiniLM at 32 × 128.
+        assert!((190e9..200e9).contains(&got), "{got}");
+        assert_eq!(products.len(), 6 * (6 + 4 * 3 + 2 + 4 + 6 + 4 * 4));
+    }
 }

@@ -33,6 +33,7 @@ WORKLOADS = [
     "infer-base", "infer-lora-xs", "infer-lora-xs-merged", "infer-lora-xs-factored",
     "svd-exact", "svd-randomized-10",
     "adapter-save", "adapter-load-stored-factors",
+    "train-glue-sst2", "train-glue-mrpc", "gemm-step",
 ]
 
 
@@ -151,8 +152,133 @@ def count_trainable(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def prepared_inputs(args):
+    """What `loraxs-workload --workload W --prepare` wrote for this workload."""
+    path = os.path.join(args.scratch, f"{args.workload}-inputs.json")
+    if not os.path.isfile(path):
+        raise SystemExit(
+            f"{path} is missing: run `loraxs-workload --workload {args.workload} --prepare "
+            f"--scratch {args.scratch}` first (cargo xtask bench does)"
+        )
+    return json.load(open(path))
+
+
+def run_glue(args):
+    """One epoch on the batches loraxs's GLUE trainer trains on (written by
+    `loraxs-workload --workload W --prepare`): the same examples, padding and
+    order, LoRA-XS r=16 on the paper's four targets, a classification head,
+    AdamW with loraxs's parameter groups (adapter / head rates, no weight
+    decay on biases and LayerNorm), the linear schedule with warm-up,
+    dropout on. A step's time runs from the batch's tensors being built to
+    the optimiser step's end; the first `max(warmup, 1)` steps are warm-up.
+    BERT's head (pooler dense + tanh, classifier) costs what loraxs's
+    RoBERTa-style head (dense + tanh, out_proj) costs."""
+    from transformers import AutoModelForSequenceClassification
+
+    spec = prepared_inputs(args)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model, num_labels=spec["num_labels"]
+    )
+    if spec["regression"]:
+        model.config.problem_type = "regression"
+    model = lora_xs(model, spec["rank"])
+    head, adapter = [], []
+    for name, p in model.named_parameters():
+        if "classifier" in name or "pooler" in name:
+            p.requires_grad_(True)
+            head.append((name, p))
+        elif p.requires_grad:
+            adapter.append((name, p))
+
+    def groups(named, lr):
+        decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n)]
+        no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
+        return [
+            {"params": decay, "lr": lr, "weight_decay": spec["weight_decay"]},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
+
+    opt = torch.optim.AdamW(groups(adapter, spec["lr"]) + groups(head, spec["head_lr"]))
+    total = len(spec["batches"])
+    warm = int(np.ceil(spec["warmup_ratio"] * total))
+
+    def factor(step):
+        if step < warm:
+            return step / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    model.to(device).train()
+    values = count_trainable(model)
+    skip = max(args.warmup, 1)
+    times, losses, timed_examples = [], [], 0
+    setup = reset_peak()
+    for i, b in enumerate(spec["batches"]):
+        t0 = time.perf_counter()
+        inputs = {
+            k: torch.tensor(b[k], dtype=torch.long, device=device)
+            for k in ("input_ids", "token_type_ids", "attention_mask")
+        }
+        dtype = torch.float32 if spec["regression"] else torch.long
+        labels = torch.tensor(b["labels"], dtype=dtype, device=device)
+        out = model(**inputs, labels=labels)
+        out.loss.backward()
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        loss = out.loss.item()
+        sync(device)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        n = len(b["labels"])
+        losses.append((loss, n))
+        if i + 1 == skip:
+            setup = reset_peak()
+        if i >= skip:
+            times.append(elapsed)
+            timed_examples += n
+    if not times:
+        raise SystemExit(f"{args.workload}: {total} steps, none left after {skip} warm-up steps")
+    seen = sum(n for _, n in losses)
+    report = {
+        "tool": "pytorch",
+        "backend": f"torch-{device.type}",
+        "workload": args.workload,
+        "batch": args.batch,
+        "seq": args.seq,
+        "threads": torch.get_num_threads(),
+        "times_ms": times,
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "setup_rss_bytes": setup,
+        "peak_rss_bytes": peak_rss(),
+        "values": values,
+        "file_bytes": None,
+        "last_loss": losses[-1][0],
+        "examples_per_s": timed_examples / (sum(times) / 1e3),
+        "examples": timed_examples,
+        "mean_loss": sum(l * n for l, n in losses) / seen,
+        "versions": versions(),
+    }
+    print(json.dumps(report))
+
+
+def versions():
+    return {
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "peft": __import__("peft").__version__,
+        "sklearn": __import__("sklearn").__version__,
+    }
+
+
 def run(args):
     from transformers import AutoModel, AutoModelForSequenceClassification
+
+    if args.workload.startswith("train-glue-"):
+        return run_glue(args)
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -215,6 +341,21 @@ def run(args):
                 _ = out.cpu()
             sync(device)
 
+    elif w == "gemm-step":
+        # Only the matrix products of a train-lora-xs step, the shapes loraxs
+        # lists (`loraxs-workload --workload gemm-step --prepare`).
+        shapes = prepared_inputs(args)["shapes"]
+        operands = [
+            (torch.rand(b, m, k, device=device) * 2 - 1, torch.rand(b, k, n, device=device) * 2 - 1)
+            for b, m, k, n in shapes
+        ]
+        extra["flops"] = float(sum(2 * b * m * k * n for b, m, k, n in shapes))
+
+        def step():
+            for a, b in operands:
+                torch.matmul(a, b)
+            sync(device)
+
     elif w.startswith("svd-"):
         model = AutoModel.from_pretrained(args.model)
         svd = paper_svd if w == "svd-randomized-10" else exact_svd
@@ -274,12 +415,7 @@ def run(args):
         "setup_rss_bytes": setup,
         "peak_rss_bytes": peak_rss(),
         **extra,
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "peft": __import__("peft").__version__,
-            "sklearn": __import__("sklearn").__version__,
-        },
+        "versions": versions(),
     }
     if device.type == "cuda":
         report["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use loraxs_benches::workload::{Options, Report, Workload, run};
+use loraxs_benches::workload::{Options, Report, Workload, prepare, run};
 use loraxs_experiments::{BackendKind, OnBackend};
 
 #[derive(Parser)]
@@ -41,6 +41,20 @@ struct Args {
     /// Where adapter files are written (adapter-save/-load).
     #[arg(long, default_value = "target/bench-tmp")]
     scratch: PathBuf,
+    /// GLUE data folder for the `train-glue-*` workloads (default:
+    /// `LORAXS_DATA_DIR`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write what the PyTorch reference needs to run exactly this workload
+    /// (`train-glue-*`: the batches the trainer will see; `gemm-step`: the
+    /// product shapes) to `<scratch>/<workload>-inputs.json`, print the
+    /// path and exit (nothing for other workloads).
+    #[arg(long)]
+    prepare: bool,
+    /// Leave glibc's allocator at its defaults (no `tune_allocator`), to
+    /// measure what it changes.
+    #[arg(long)]
+    plain_malloc: bool,
     /// Print the workload names and exit.
     #[arg(long)]
     list: bool,
@@ -48,6 +62,11 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // As the experiments binary does (docs/performance.md §10); `--plain-malloc`
+    // measures without it.
+    if !args.plain_malloc {
+        loraxs_models::tune_allocator();
+    }
     if args.list {
         for w in Workload::ALL {
             println!("{}", w.name());
@@ -67,7 +86,14 @@ fn main() {
             reps: args.reps,
             scratch: args.scratch.clone(),
             backend: args.backend.clone(),
+            data_dir: args.data_dir.clone(),
         };
+        if args.prepare {
+            if let Some(path) = prepare(&options)? {
+                println!("{}", path.display());
+            }
+            std::process::exit(0);
+        }
         let backend: BackendKind = args.backend.parse().map_err(|e| format!("{e}"))?;
         backend.run(RunWorkload(&options)).map_err(|e| e.to_string())?
     });
