@@ -2,7 +2,7 @@
 //! both of LoRA-XS's forward paths (factored and fused) and through
 //! autodiff.
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::AutodiffBackend;

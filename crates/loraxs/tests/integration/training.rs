@@ -1,7 +1,7 @@
 //! Injection into a model, gradients, optimiser steps, merging and
 //! parameter counts, on the autodiff backend.
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;

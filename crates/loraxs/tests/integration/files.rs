@@ -1,6 +1,6 @@
 //! Adapter files: round trips for every method, and every kind of bad file.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@
 //! fused `attention()` op, the autodiff backends the explicit ops every
 //! training step runs.
 
-mod common;
+use crate::common;
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::AutodiffModule;
@@ -19,8 +19,8 @@ use loraxs::{AdaptedLinear, AdapterConfig, AdapterHost};
 use loraxs_models::{DEFAULT_MAX_LENGTH, Encoder, ModelDir, TokenBatch};
 use safetensors::SafeTensors;
 
-const FIXTURE: &[u8] = include_bytes!("fixtures/minilm_parity.safetensors");
-const GRADIENTS: &[u8] = include_bytes!("fixtures/minilm_gradients.safetensors");
+const FIXTURE: &[u8] = include_bytes!("../fixtures/minilm_parity.safetensors");
+const GRADIENTS: &[u8] = include_bytes!("../fixtures/minilm_gradients.safetensors");
 
 fn fixture_f32(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
     let view = st.tensor(name).unwrap();

@@ -2,7 +2,7 @@
 //! modules and R = 0 is the base model. Training with a head, saving and
 //! loading are tested end to end in loraxs-heads.
 
-mod common;
+use crate::common;
 
 use burn::backend::NdArray;
 use loraxs::interop::tensor_values;

@@ -1,0 +1,6 @@
+//! The integration tests of this crate, one module per former test file,
+//! in one binary: each test binary links and monomorphises burn afresh,
+//! so one binary per crate compiles in a fraction of the time.
+
+mod heads;
+mod minilm_e2e;
