@@ -3,7 +3,7 @@
 //! are tested against.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::LayerNormGrads;
@@ -122,4 +122,22 @@ pub fn add_layer_norm_backward<B: Backend>(
         gamma: dgamma,
         beta: dbeta,
     }
+}
+
+/// burn's `attention` with the `[batch, keys]` mask as an additive bias.
+pub fn attention<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    mask: FloatTensor<B>,
+    scale: f32,
+) -> FloatTensor<B> {
+    let shape = mask.shape();
+    let bias = B::float_reshape(mask, [shape[0], 1, 1, shape[1]].into());
+    let options = AttentionModuleOptions {
+        scale: Some(scale as f64),
+        softcap: None,
+        is_causal: false,
+    };
+    B::attention(q, k, v, None, Some(bias), options)
 }

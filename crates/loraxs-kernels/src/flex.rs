@@ -2,6 +2,7 @@
 //! kernels of [`crate::math`] over rayon's threads; other dtypes take the
 //! composed forms.
 
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 use burn_flex::{Flex, FlexTensor, Layout};
 use rayon::prelude::*;
@@ -40,6 +41,23 @@ fn rows_per_task(row: usize) -> usize {
 }
 
 impl KernelBackend for Flex {
+    /// flex's own `attention` runs a scalar `expf` per score (20 % of an
+    /// inference pass): the products and our softmax instead.
+    fn fused_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        mask: FlexTensor,
+        scale: f32,
+    ) -> FlexTensor {
+        if !is_f32(&[&q, &k, &v, &mask]) {
+            return composed::attention::<Flex>(q, k, v, mask, scale);
+        }
+        let scores = Flex::float_matmul(q, Flex::float_swap_dims(k, 2, 3));
+        let probs = Self::fused_masked_softmax(scores, mask, scale);
+        Flex::float_matmul(probs, v)
+    }
+
     fn fused_gelu(x: FlexTensor) -> FlexTensor {
         if !is_f32(&[&x]) {
             return composed::gelu::<Flex>(x);

@@ -6,6 +6,8 @@
 //! - [`gelu`]: exact (erf) GELU with the exact derivative;
 //! - [`masked_softmax`]: attention's `softmax(scale·scores + mask)` over the
 //!   keys, with its scale and padding mask folded in;
+//! - [`attention`]: inference attention, the two products around that
+//!   softmax;
 //! - [`add_layer_norm`]: `LayerNorm(x + residual)`, the residual add of every
 //!   transformer block folded into the norm.
 //!
@@ -97,6 +99,20 @@ pub trait KernelBackend: Backend {
         composed::softmax_backward::<Self>(probs, grad, scale)
     }
 
+    /// Attention without gradients (inference): `softmax(scale·q·kᵀ +
+    /// mask)·v` with `q`, `k`, `v` `[batch, heads, tokens, head_dim]` and
+    /// `mask` `[batch, keys]` as in [`KernelBackend::fused_masked_softmax`].
+    /// The default is burn's `attention` (CUDA keeps its kernel).
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        composed::attention::<Self>(q, k, v, mask, scale)
+    }
+
     /// `LayerNorm(x + residual)·γ + β` over the last dim (`γ`, `β`: `[d]`).
     fn fused_add_layer_norm(
         x: FloatTensor<Self>,
@@ -169,6 +185,44 @@ pub fn masked_softmax<B: KernelBackend>(
         "masked_softmax: the mask must be [batch, keys] of the scores"
     );
     tensor(B::fused_masked_softmax(primitive(scores), primitive(mask), scale))
+}
+
+/// Attention for inference, `softmax(scale·q·kᵀ + mask)·v`.
+///
+/// `q`, `k`, `v`: `[batch, heads, tokens, head_dim]` (any strides: the head
+/// views of the projections); `mask`: `[batch, keys]` as for
+/// [`masked_softmax`]. On flex: the two products and our vectorised masked
+/// softmax; elsewhere burn's `attention`. Under autodiff it is burn's
+/// composed attention: training uses [`masked_softmax`] between its own
+/// products so that dropout can apply to the probabilities.
+pub fn attention<B: KernelBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Tensor<B, 2>,
+    scale: f32,
+) -> Tensor<B, 4> {
+    let [b, _, _, d] = q.dims();
+    let [kb, _, keys, kd] = k.dims();
+    assert!(
+        kb == b && kd == d && v.dims()[2] == keys,
+        "attention: q {:?}, k {:?}, v {:?} do not fit together",
+        q.dims(),
+        k.dims(),
+        v.dims()
+    );
+    assert_eq!(
+        mask.dims(),
+        [b, keys],
+        "attention: the mask must be [batch, keys]"
+    );
+    tensor(B::fused_attention(
+        primitive(q),
+        primitive(k),
+        primitive(v),
+        primitive(mask),
+        scale,
+    ))
 }
 
 /// `LayerNorm(x + residual)·γ + β` over the last dim, with `γ` and `β` of

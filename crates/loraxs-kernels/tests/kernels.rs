@@ -366,3 +366,37 @@ fn nan_propagates_through_every_kernel() {
     let y = values(add_layer_norm(x.clone(), x.zeros_like(), ones, zeros, 1e-5));
     assert!(y[..8].iter().all(|v| v.is_nan()) && y[8..].iter().all(|v| !v.is_nan()));
 }
+
+/// Inference attention: flex's products around our softmax, and the
+/// defaults (burn's `attention`) on ndarray, against softmax(q·kᵀ·s + mask)·v
+/// written out with burn's ops, on the strided head views of `[b, t, h·d]`
+/// projections with padded keys.
+#[test]
+fn attention_matches_the_written_out_formula_on_head_views() {
+    fn run<B: KernelBackend>(mask: &TensorData) -> (Vec<f32>, Vec<f32>) {
+        let (b, t, heads, d) = (3, 19, 4, 8);
+        let heads_of = |x: Tensor<B, 3>| x.reshape([b, t, heads, d]).swap_dims(1, 2);
+        let q = heads_of(random::<B, 3>([b, t, heads * d], 1.0, 11));
+        let k = heads_of(random::<B, 3>([b, t, heads * d], 1.0, 12));
+        let v = heads_of(random::<B, 3>([b, t, heads * d], 1.0, 13));
+        let mask = Tensor::<B, 2>::from_data(mask.clone(), &Default::default());
+        let scale = 1.0 / (d as f32).sqrt();
+        let fused = loraxs_kernels::attention(q.clone(), k.clone(), v.clone(), mask.clone(), scale);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask.reshape([b, 1, 1, t]);
+        let written = burn::tensor::activation::softmax(scores, 3).matmul(v);
+        (values(fused), values(written))
+    }
+    let (b, t) = (3, 19);
+    let mut mask = vec![0.0f32; b * t];
+    for (batch, row) in mask.chunks_mut(t).enumerate() {
+        for v in &mut row[t - 5 * batch..] {
+            *v = f32::MIN;
+        }
+    }
+    let mask = TensorData::new(mask, [b, t]);
+    for (name, (fused, written)) in [("flex", run::<Flex>(&mask)), ("ndarray", run::<Nd>(&mask))] {
+        let e = max_abs_diff(&fused, &written);
+        assert!(e < 1e-5, "{name} attention: {e:e}");
+        assert!(fused.iter().all(|v| v.is_finite()), "{name}: non-finite output");
+    }
+}

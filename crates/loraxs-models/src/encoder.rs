@@ -4,12 +4,10 @@
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use loraxs::interop::{frozen, linear_from_torch};
 use loraxs::{AdaptedLinear, AdapterHost, ParamCount};
-use loraxs_kernels::{KernelBackend, add_layer_norm, masked_softmax};
+use loraxs_kernels::{KernelBackend, add_layer_norm, attention, masked_softmax};
 use loraxs_tokenizer::TokenBatch;
 
 use crate::arch::{ENCODER_LAYER_LINEARS, encoder_layer_prefix};
@@ -338,15 +336,9 @@ impl<B: KernelBackend> EncoderLayer<B> {
                 .forward(masked_softmax(scores, mask, scale as f32));
             probs.matmul(v)
         } else {
-            // Inference: the backend's fused attention (flex runs scores,
-            // softmax and the product per head without materialising every
-            // intermediate).
-            let options = AttentionModuleOptions {
-                scale: Some(scale),
-                softcap: None,
-                is_causal: false,
-            };
-            attention(q, k, v, None, Some(mask.reshape([b, 1, 1, t])), options)
+            // Inference: the backend's attention (loraxs-kernels: on flex
+            // the products and our vectorised softmax, elsewhere burn's).
+            attention(q, k, v, mask, scale as f32)
         };
         let context = context.swap_dims(1, 2).reshape([b, t, h]);
         let attended = norm(
