@@ -41,7 +41,7 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum Table {
-    /// The GLUE table: `--profile quick` (default, ~11 min on 2 CPU cores),
+    /// The GLUE table: `--profile quick` (default, ~6 min on 2 CPU cores),
     /// `paper` (roberta-large grid, for CUDA), `smoke` (CI).
     Glue(Box<GlueArgs>),
 }
