@@ -241,7 +241,21 @@ def run_glue(args):
     if not times:
         raise SystemExit(f"{args.workload}: {total} steps, none left after {skip} warm-up steps")
     seen = sum(n for _, n in losses)
-    report = {
+    report = timing_report(
+        args, device, times, setup,
+        values=values,
+        file_bytes=None,
+        last_loss=losses[-1][0],
+        examples_per_s=timed_examples / (sum(times) / 1e3),
+        examples=timed_examples,
+        mean_loss=sum(l * n for l, n in losses) / seen,
+    )
+    print(json.dumps(report))
+
+
+def timing_report(args, device, times, setup, **extra):
+    """The JSON line's fields, as `loraxs-workload` prints them."""
+    return {
         "tool": "pytorch",
         "backend": f"torch-{device.type}",
         "workload": args.workload,
@@ -254,15 +268,9 @@ def run_glue(args):
         "max_ms": max(times),
         "setup_rss_bytes": setup,
         "peak_rss_bytes": peak_rss(),
-        "values": values,
-        "file_bytes": None,
-        "last_loss": losses[-1][0],
-        "examples_per_s": timed_examples / (sum(times) / 1e3),
-        "examples": timed_examples,
-        "mean_loss": sum(l * n for l, n in losses) / seen,
+        **extra,
         "versions": versions(),
     }
-    print(json.dumps(report))
 
 
 def versions():
@@ -401,22 +409,7 @@ def run(args):
         times.append((time.perf_counter() - t0) * 1e3)
     if w.startswith("train-"):
         extra["last_loss"] = last[0]
-    report = {
-        "tool": "pytorch",
-        "backend": f"torch-{device.type}",
-        "workload": w,
-        "batch": args.batch,
-        "seq": args.seq,
-        "threads": torch.get_num_threads(),
-        "times_ms": times,
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "setup_rss_bytes": setup,
-        "peak_rss_bytes": peak_rss(),
-        **extra,
-        "versions": versions(),
-    }
+    report = timing_report(args, device, times, setup, **extra)
     if device.type == "cuda":
         report["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
     print(json.dumps(report))
