@@ -110,22 +110,29 @@ pub fn markdown(
     } else {
         String::new()
     };
+    let glue = if rows.iter().any(|r| r["examples_per_s"].is_number()) {
+        format!(
+            "`train-glue-*` rows are different: one epoch of loraxs's GLUE trainer over {} real \
+             training examples (LoRA-XS r=16, batches of 32 grouped by length, padded, dropout on), \
+             PyTorch training on exactly the same batches (written by `loraxs-workload --prepare`); \
+             their times are per step after the warm-up steps, and their ratio is that of the two \
+             epochs' times. ",
+            crate::workload::GLUE_EXAMPLES
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(md, "# `cargo xtask bench`: loraxs on `{backend}` vs PyTorch\n");
     let _ = writeln!(
         md,
         "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), batch {} × {} tokens (fixed length), \
          {} threads for both tools, {} warm-up + {main_reps} timed repetitions per workload{other_reps}, each \
          workload in its own process, loraxs and PyTorch interleaved workload by workload. \
-         `train-glue-*` rows are different: one epoch of loraxs's GLUE trainer over {} real training \
-         examples (LoRA-XS r=16, batches of 32 grouped by length, padded, dropout on), PyTorch training \
-         on exactly the same batches (written by `loraxs-workload --prepare`); their times are per step \
-         after the warm-up steps, and their ratio is that of the two epochs' times. \
-         Machine: {}. Reference: {versions} ({reference}).{duration}\n",
+         {glue}Machine: {}. Reference: {versions} ({reference}).{duration}\n",
         args.batch,
         args.seq,
         args.threads,
         args.warmup,
-        crate::workload::GLUE_EXAMPLES,
         machine()
     );
     let mut invocations: Vec<u64> = rows

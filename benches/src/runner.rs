@@ -16,6 +16,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::targets::Targets;
+use crate::workload::Workload;
 
 /// The workspace root (benchmarks run from there: the reference script,
 /// the scratch folder and the tables are found relative to it).
@@ -150,7 +151,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             Err(e) => {
                 eprintln!("skipping the train-glue workloads: {e}");
                 all.into_iter()
-                    .filter(|w| !w.starts_with("train-glue-"))
+                    .filter(|w| !Workload::from_name(w).is_ok_and(Workload::needs_glue_data))
                     .collect()
             }
         }
@@ -197,7 +198,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut results: Vec<Value> = Vec::new();
     for (index, workload) in workloads.iter().enumerate() {
-        if let Ok(w) = crate::workload::Workload::from_name(workload)
+        if let Ok(w) = Workload::from_name(workload)
             && w.is_prepared()
         {
             // The reference runs exactly loraxs's inputs (the trainer's

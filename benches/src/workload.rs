@@ -190,6 +190,11 @@ impl Workload {
     pub fn needs_glue_data(self) -> bool {
         self.glue_run().is_some()
     }
+
+    /// True when the PyTorch reference reads inputs [`prepare`] writes.
+    pub fn is_prepared(self) -> bool {
+        self.needs_glue_data() || self == Workload::GemmStep
+    }
 }
 
 /// Training examples of the `train-glue-*` workloads.
@@ -199,13 +204,6 @@ pub const GLUE_EXAMPLES: usize = 2000;
 /// (in the scratch folder both tools are given).
 pub fn inputs_path(scratch: &std::path::Path, workload: Workload) -> PathBuf {
     scratch.join(format!("{}-inputs.json", workload.name()))
-}
-
-impl Workload {
-    /// True when the PyTorch reference reads inputs [`prepare`] writes.
-    pub fn is_prepared(self) -> bool {
-        self.needs_glue_data() || self == Workload::GemmStep
-    }
 }
 
 /// Writes what the PyTorch reference needs to run exactly this workload
