@@ -73,18 +73,24 @@ impl TokenizedSet {
     /// The order of one epoch as batches of indices.
     ///
     /// `shuffle`: a seed (the same seed gives the same order on every
-    /// machine) or `None` for file order. `bucket`: sort examples by length
-    /// inside windows of 50 batches before cutting batches, then shuffle the
-    /// batches, so padding is small but batches still vary.
-    pub fn epoch(&self, batch_size: usize, shuffle: Option<u64>, bucket: bool) -> Vec<Vec<usize>> {
+    /// machine) or `None` for file order. `bucket_window`: `0` or `1` cuts
+    /// batches straight from the shuffled order; `w > 1` sorts examples by
+    /// length inside windows of `w` batches before cutting, then shuffles
+    /// the batches, so padding shrinks but every batch holds one length band
+    /// of its window. Large windows on small sets make each batch a single
+    /// band of the whole epoch, which hurts learning (see
+    /// `docs/results/glue-sweep.md`); a few batches per window keep most of
+    /// the saving.
+    pub fn epoch(&self, batch_size: usize, shuffle: Option<u64>, bucket_window: usize) -> Vec<Vec<usize>> {
         assert!(batch_size > 0, "batch size must be positive");
         let mut order: Vec<usize> = (0..self.len()).collect();
         let mut rng = shuffle.map(ChaCha8Rng::seed_from_u64);
         if let Some(rng) = rng.as_mut() {
             shuffle_in_place(&mut order, rng);
         }
+        let bucket = bucket_window > 1;
         if bucket {
-            for window in order.chunks_mut(batch_size * 50) {
+            for window in order.chunks_mut(batch_size * bucket_window) {
                 window.sort_by_key(|&i| self.sequences[i].ids.len());
             }
         }

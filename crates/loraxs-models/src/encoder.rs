@@ -224,6 +224,18 @@ impl<B: Backend> Encoder<B> {
         Ok((encoder, report))
     }
 
+    /// The same encoder with other dropout probabilities: `hidden` after the
+    /// embeddings and each block (`hidden_dropout_prob`), `attention` on the
+    /// attention probabilities (`attention_probs_dropout_prob`).
+    pub fn with_dropout(mut self, hidden: f64, attention: f64) -> Self {
+        self.embeddings.dropout = FastDropout::new(hidden);
+        for layer in &mut self.layers {
+            layer.dropout = FastDropout::new(hidden);
+            layer.attention_dropout = FastDropout::new(attention);
+        }
+        self
+    }
+
     /// Tensors for a tokenised batch, with position ids as this
     /// architecture numbers them (RoBERTa: `pad + 1 + index` for real
     /// tokens, `pad` for padding).

@@ -44,7 +44,27 @@ pub struct RunConfig {
     /// and STS-B from an MNLI-trained adapter); the head starts fresh.
     #[serde(default)]
     pub init_from: Option<std::path::PathBuf>,
+    /// Batches per length-sorting window of the sampler
+    /// ([`loraxs_data::TokenizedSet::epoch`]): `0`/`1` random batches, `w`
+    /// sorts each window of `w` batches by length (less padding, but each
+    /// batch one length band of its window). Records written before this
+    /// setting existed ran with 50.
+    #[serde(default = "legacy_bucket_window")]
+    pub bucket_window: usize,
+    /// Replaces the encoder's dropout probabilities (hidden and attention,
+    /// `hidden_dropout_prob` / `attention_probs_dropout_prob` of its
+    /// `config.json`); `None` keeps the model's.
+    #[serde(default)]
+    pub encoder_dropout: Option<f64>,
 }
+
+/// The sampler window of records written before `bucket_window` existed.
+fn legacy_bucket_window() -> usize {
+    50
+}
+
+/// The default sampler window: 4 batches (see [`RunConfig::bucket_window`]).
+pub const DEFAULT_BUCKET_WINDOW: usize = 4;
 
 impl RunConfig {
     /// Hugging Face's defaults around a task and adapter: batch 32, 128
@@ -71,6 +91,8 @@ impl RunConfig {
             seed: 0,
             max_steps_per_epoch: None,
             init_from: None,
+            bucket_window: DEFAULT_BUCKET_WINDOW,
+            encoder_dropout: None,
         }
     }
 
@@ -78,7 +100,7 @@ impl RunConfig {
     /// checkpoint folders and de-duplication of result files.
     pub fn key(&self) -> String {
         format!(
-            "{}-{}{}-r{}-s{}-lr{}-hlr{}-e{}-n{}{}",
+            "{}-{}{}-r{}-s{}-lr{}-hlr{}-e{}-n{}{}{}{}",
             self.task.name(),
             self.adapter.method.name(),
             if self.adapter.factors == loraxs::Factors::Random {
@@ -97,6 +119,41 @@ impl RunConfig {
             } else {
                 ""
             },
+            // Settings added later name themselves only when they differ
+            // from what earlier records ran, so old keys stay valid.
+            if self.bucket_window == legacy_bucket_window() {
+                String::new()
+            } else {
+                format!("-w{}", self.bucket_window)
+            },
+            self.encoder_dropout.map_or(String::new(), |p| format!("-do{p}")),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_later_settings_only_when_records_before_them_differ() {
+        let mut run = RunConfig::new(GlueTask::Stsb, AdapterConfig::lora_xs(16), 1e-2, 2e-3, 3);
+        assert_eq!(run.bucket_window, DEFAULT_BUCKET_WINDOW);
+        assert!(run.key().ends_with("-e3-nall-w4"), "{}", run.key());
+        run.bucket_window = 50;
+        assert!(run.key().ends_with("-e3-nall"), "{}", run.key());
+        run.encoder_dropout = Some(0.0);
+        assert!(run.key().ends_with("-e3-nall-do0"), "{}", run.key());
+        run.encoder_dropout = Some(0.1);
+        assert!(run.key().ends_with("-do0.1"), "{}", run.key());
+        // A record written before the settings existed ran with a 50-batch
+        // window and the model's dropout, and keeps its key.
+        let mut json = serde_json::to_value(&run).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        fields.remove("bucket_window");
+        fields.remove("encoder_dropout");
+        let old: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!((old.bucket_window, old.encoder_dropout), (50, None));
+        assert!(old.key().ends_with("-e3-nall"), "{}", old.key());
     }
 }

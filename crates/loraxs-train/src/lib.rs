@@ -23,10 +23,11 @@ mod record;
 mod schedule;
 mod trainer;
 
-pub use config::RunConfig;
+pub use config::{DEFAULT_BUCKET_WINDOW, RunConfig};
 pub use error::TrainError;
 pub use record::{EpochRecord, Metrics, RunRecord};
 pub use schedule::LinearSchedule;
 pub use trainer::{
-    StepInfo, StepObserver, TrainOptions, best_epoch, epoch_batches, evaluate, predict, subset_indices, train,
+    StepInfo, StepObserver, TrainOptions, best_epoch, constant_baseline, epoch_batches, evaluate, predict,
+    score, subset_indices, train,
 };

@@ -20,6 +20,10 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Dev metrics after the epoch.
     pub metrics: Metrics,
+    /// Every optimiser step's batch loss, in order (the training-loss
+    /// curve; empty in records written before it was kept).
+    #[serde(default)]
+    pub step_losses: Vec<f32>,
 }
 
 /// A finished run, as written to the results file.
@@ -51,4 +55,9 @@ pub struct RunRecord {
     pub model: String,
     /// Git commit of the code that ran (or `unknown`).
     pub git_commit: String,
+    /// The dev metrics of the best constant prediction
+    /// ([`crate::constant_baseline`]): the reference row of the tables.
+    /// Empty in records written before it was kept.
+    #[serde(default)]
+    pub constant_baseline: Metrics,
 }

@@ -142,7 +142,10 @@ pub fn train<B: KernelAutodiffBackend>(
         (Some(dir), true) if dir.join(STATE_FILE).is_file() => Some(read_state(dir)?),
         _ => None,
     };
-    let (encoder, _) = model_dir.encoder::<B>(device)?;
+    let (mut encoder, _) = model_dir.encoder::<B>(device)?;
+    if let Some(p) = config.encoder_dropout {
+        encoder = encoder.with_dropout(p, p);
+    }
     let mut head_config = HeadConfig::new(config.head, encoder.hidden_size(), task.num_labels());
     head_config.seed = config.seed;
     let head = head_config.init::<B>(device);
@@ -245,6 +248,7 @@ pub fn train<B: KernelAutodiffBackend>(
         let started = Instant::now();
         let mut loss_sum = 0.0;
         let mut examples = 0;
+        let mut step_losses = Vec::with_capacity(steps_per_epoch);
         for (i, indices) in batches.iter().take(steps_per_epoch).enumerate() {
             let step = epoch * steps_per_epoch + i;
             let (lr, head_lr) = (adapter_schedule.at(step), head_schedule.at(step));
@@ -276,6 +280,7 @@ pub fn train<B: KernelAutodiffBackend>(
                     indices: indices.clone(),
                 });
             }
+            step_losses.push(value as f32);
             loss_sum += value * indices.len() as f64;
             examples += indices.len();
             bar.set_message(format!(
@@ -301,6 +306,7 @@ pub fn train<B: KernelAutodiffBackend>(
             epoch: epoch + 1,
             train_loss: loss_sum / examples.max(1) as f64,
             metrics,
+            step_losses,
         };
         if !options.quiet {
             eprintln!(
@@ -321,6 +327,13 @@ pub fn train<B: KernelAutodiffBackend>(
     }
 
     let headline = task.metrics()[0].name();
+    let mut reference = Metrics::new();
+    for (split, set) in &dev_sets {
+        let suffix = if *split == Split::DevMismatched { "_mm" } else { "" };
+        for (name, value) in constant_baseline(task, &set.labels)? {
+            reference.insert(format!("{name}{suffix}"), value);
+        }
+    }
     let best = best_epoch(&state.history, headline)
         .cloned()
         .ok_or_else(|| TrainError::Checkpoint {
@@ -341,6 +354,7 @@ pub fn train<B: KernelAutodiffBackend>(
         backend: options.backend.clone(),
         model: options.model.clone(),
         git_commit: options.git_commit.clone(),
+        constant_baseline: reference,
     }))
 }
 
@@ -373,7 +387,7 @@ fn epoch_order(config: &RunConfig, set: &TokenizedSet, epoch: usize) -> Vec<Vec<
     set.epoch(
         config.batch_size,
         Some(config.seed.wrapping_add(epoch as u64 * 7919)),
-        true,
+        config.bucket_window,
     )
 }
 
@@ -470,7 +484,7 @@ pub fn predict<B: KernelBackend>(
     device: &B::Device,
 ) -> Result<Vec<f64>, TrainError> {
     let mut predicted = vec![f64::NAN; set.len()];
-    for indices in set.epoch(64, None, false) {
+    for indices in set.epoch(64, None, 0) {
         let batch = set.batch(&indices);
         let logits = model.forward(model.encoder.input(&batch.tokens, device)?);
         let [n, k] = logits.dims();
@@ -499,24 +513,28 @@ pub fn evaluate<B: KernelBackend>(
     device: &B::Device,
 ) -> Result<Metrics, TrainError> {
     let predicted = predict(model, set, task, device)?;
+    score(task, &predicted, &set.labels)
+}
+
+/// The task's metrics of `predicted` (a class index or a score per
+/// example, as [`predict`] returns them) against `labels`.
+pub fn score(task: GlueTask, predicted: &[f64], labels: &[Label]) -> Result<Metrics, TrainError> {
     let mut metrics = Metrics::new();
     for &metric in task.metrics() {
         let value = match metric {
             Metric::Pearson | Metric::Spearman => {
-                let gold: Vec<f64> = set
-                    .labels
+                let gold: Vec<f64> = labels
                     .iter()
                     .map(|l| match l {
                         Label::Score(s) => *s as f64,
                         Label::Class(c) => *c as f64,
                     })
                     .collect();
-                metric.regression(&predicted, &gold)?
+                metric.regression(predicted, &gold)?
             }
             _ => {
                 let pred: Vec<usize> = predicted.iter().map(|&p| p as usize).collect();
-                let gold: Vec<usize> = set
-                    .labels
+                let gold: Vec<usize> = labels
                     .iter()
                     .map(|l| match l {
                         Label::Class(c) => *c,
@@ -529,6 +547,41 @@ pub fn evaluate<B: KernelBackend>(
         metrics.insert(metric.name().to_string(), value);
     }
     Ok(metrics)
+}
+
+/// The reference a trained model must beat: the metrics of the best
+/// *constant* prediction on these labels. Classification: every class
+/// predicted for every example, the one with the highest headline metric
+/// kept (the dev majority class for accuracy; MCC is 0 for any constant).
+/// Regression: a constant score has no correlation, so Pearson and
+/// Spearman are 0 (SciPy returns NaN for a constant input; 0 is what a
+/// reader compares against).
+///
+/// ```
+/// use loraxs_data::{GlueTask, Label};
+/// use loraxs_train::constant_baseline;
+///
+/// let labels = [1, 1, 1, 0].map(Label::Class);
+/// let m = constant_baseline(GlueTask::Rte, &labels).unwrap();
+/// assert_eq!(m["accuracy"], 0.75);
+/// ```
+pub fn constant_baseline(task: GlueTask, labels: &[Label]) -> Result<Metrics, TrainError> {
+    if task.is_regression() {
+        return Ok(task
+            .metrics()
+            .iter()
+            .map(|m| (m.name().to_string(), 0.0))
+            .collect());
+    }
+    let headline = task.metrics()[0].name();
+    let mut best: Option<Metrics> = None;
+    for class in 0..task.num_labels() {
+        let metrics = score(task, &vec![class as f64; labels.len()], labels)?;
+        if best.as_ref().is_none_or(|b| metrics[headline] > b[headline]) {
+            best = Some(metrics);
+        }
+    }
+    Ok(best.unwrap_or_default())
 }
 
 /// The epoch with the highest `metric`: the earliest of equal ones (as
@@ -570,7 +623,7 @@ fn subset_order(n: usize, seed: u64) -> Vec<usize> {
         labels: vec![Label::Class(0); n],
         pad_id: 0,
     };
-    set.epoch(n.max(1), Some(seed ^ 0x5eed), false)
+    set.epoch(n.max(1), Some(seed ^ 0x5eed), 0)
         .into_iter()
         .flatten()
         .collect()
@@ -648,6 +701,7 @@ mod tests {
             epoch: n,
             train_loss: 1.0,
             metrics: Metrics::from([("accuracy".to_string(), value)]),
+            step_losses: Vec::new(),
         }
     }
 
@@ -676,6 +730,7 @@ mod tests {
             epoch: 2,
             train_loss: 1.0,
             metrics: Metrics::new(),
+            step_losses: Vec::new(),
         };
         assert_eq!(
             best_epoch(&[other.clone(), epoch(3, 0.0)], "accuracy").map(|e| e.epoch),

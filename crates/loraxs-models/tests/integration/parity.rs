@@ -50,22 +50,15 @@ fn texts(meta: &std::collections::HashMap<String, String>) -> Vec<(String, Optio
         .collect()
 }
 
-/// Sets every dropout probability to 0, so that a training-mode forward
-/// (autodiff backends) is deterministic and comparable with `eval()`.
-fn without_dropout<B: Backend>(mut encoder: Encoder<B>) -> Encoder<B> {
-    encoder.embeddings.dropout.prob = 0.0;
-    for layer in &mut encoder.layers {
-        layer.dropout.prob = 0.0;
-        layer.attention_dropout.prob = 0.0;
-    }
-    encoder
-}
-
 fn load<B: Backend>(dir: &ModelDir) -> Encoder<B> {
     let (encoder, report) = dir.encoder::<B>(&B::Device::default()).unwrap();
     assert!(report.unused.is_empty(), "unused tensors: {:?}", report.unused);
     assert!(report.absent_optional.is_empty());
-    without_dropout(encoder)
+    // Every dropout at 0 (the trainer's `encoder_dropout`), so that a
+    // training-mode forward (autodiff backends) is deterministic and
+    // comparable with `eval()`: a dropout `with_dropout` missed fails the
+    // training-path parity below.
+    encoder.with_dropout(0.0, 0.0)
 }
 
 fn check<B: loraxs_models::KernelBackend>(dir: &ModelDir, encoder: &Encoder<B>, backend: &str) {
