@@ -706,6 +706,24 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_is_the_best_constant_prediction() {
+        let classes = |v: &[usize]| v.iter().map(|&c| Label::Class(c)).collect::<Vec<_>>();
+        // Majority class 1: 3 of 4 right.
+        let m = constant_baseline(GlueTask::Rte, &classes(&[1, 0, 1, 1])).unwrap();
+        assert_eq!(m["accuracy"], 0.75);
+        // Majority class 0 on MRPC: accuracy 0.6, and F1 of that constant
+        // prediction (no positive predicted) is 0.
+        let m = constant_baseline(GlueTask::Mrpc, &classes(&[0, 0, 1, 0, 1])).unwrap();
+        assert_eq!((m["accuracy"], m["f1"]), (0.6, 0.0));
+        // Any constant has MCC 0; a constant score has no correlation.
+        let m = constant_baseline(GlueTask::Cola, &classes(&[1, 1, 0])).unwrap();
+        assert_eq!(m["matthews"], 0.0);
+        let scores: Vec<Label> = [0.5, 4.0, 2.5].map(Label::Score).to_vec();
+        let m = constant_baseline(GlueTask::Stsb, &scores).unwrap();
+        assert_eq!((m["pearson"], m["spearman"]), (0.0, 0.0));
+    }
+
+    #[test]
     fn the_best_epoch_is_the_highest_earliest_and_never_nan() {
         let best = |values: &[f64]| {
             let history: Vec<EpochRecord> =
