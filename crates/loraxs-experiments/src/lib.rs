@@ -27,6 +27,7 @@
 
 mod backend;
 mod error;
+mod figures;
 mod plan;
 mod profile;
 mod results;
@@ -36,9 +37,10 @@ mod table;
 
 pub use backend::{BackendKind, OnBackend};
 pub use error::{ExperimentError, Result};
+pub use figures::{ParamPoints, draw_glue_figures, figure_paths, param_points, smooth};
 pub use plan::{Overrides, Plan, plan};
 pub use profile::{BUILT_IN, MethodSettings, PerTask, Profile};
 pub use results::Results;
-pub use run::{Outcome, RunSettings, report_glue, reproduce_glue};
+pub use run::{Outcome, RunSettings, report_glue, reproduce_glue, write_report};
 pub use stats::median;
-pub use table::{Cell, best_pair, glue_table, method_label};
+pub use table::{CLEAR_MARGIN, Cell, best_pair, glue_table, method_label, training_variant};

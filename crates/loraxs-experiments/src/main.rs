@@ -1,7 +1,7 @@
 //! `loraxs-experiments`: reproduce the paper's tables from a profile.
 //!
 //! ```text
-//! loraxs-experiments reproduce glue [--profile quick|paper|smoke|FILE.json] [flags]
+//! loraxs-experiments reproduce glue [--profile quick|standard|ablation|sweep|paper|smoke|FILE.json] [flags]
 //! loraxs-experiments report glue [--profile …] [--results FILE]
 //! loraxs-experiments profiles
 //! ```
@@ -41,14 +41,17 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum Table {
-    /// The GLUE table: `--profile quick` (default, ~6 min on 2 CPU cores),
-    /// `paper` (roberta-large grid, for CUDA), `smoke` (CI).
+    /// The GLUE table: `--profile quick` (default, ~45 min on 2 CPU cores),
+    /// `standard` (3 seeds, full training sets: hours, resumable),
+    /// `ablation` (SVD vs random A/B over ranks), `sweep` (the learning-rate
+    /// sweep), `paper` (roberta-large grid, for CUDA), `smoke` (CI).
     Glue(Box<GlueArgs>),
 }
 
 #[derive(Args)]
 struct GlueArgs {
-    /// Profile: `quick` (default), `paper`, `smoke`, or a path to a JSON file.
+    /// Profile: `quick` (default), `standard`, `ablation`, `sweep`, `paper`,
+    /// `smoke`, or a path to a JSON file.
     #[arg(long, default_value = "quick")]
     profile: String,
     /// Tasks, comma-separated (e.g. `sst2,rte`).
@@ -75,6 +78,12 @@ struct GlueArgs {
     /// Training subset size for every task (0: the whole training set).
     #[arg(long)]
     train_subset: Option<usize>,
+    /// Sampler window: batches sorted by length together (1: random batches).
+    #[arg(long)]
+    bucket_window: Option<usize>,
+    /// Encoder dropout (hidden and attention) replacing the model's.
+    #[arg(long)]
+    encoder_dropout: Option<f64>,
     /// Backend: `flex`, `ndarray` or `cuda` (needs `--features cuda`).
     #[arg(long)]
     backend: Option<String>,
@@ -96,6 +105,10 @@ struct GlueArgs {
     /// Print the planned runs and exit.
     #[arg(long)]
     dry_run: bool,
+    /// `report` only: every record of the results file, not only the
+    /// profile's planned runs.
+    #[arg(long)]
+    all: bool,
 }
 
 impl GlueArgs {
@@ -109,6 +122,8 @@ impl GlueArgs {
             head_lr: self.head_lr,
             epochs: self.epochs,
             train_subset: self.train_subset,
+            bucket_window: self.bucket_window,
+            encoder_dropout: self.encoder_dropout,
         };
         let settings = RunSettings {
             backend: self.backend,
@@ -118,6 +133,7 @@ impl GlueArgs {
             checkpoints: self.checkpoints,
             quiet: self.quiet,
             dry_run: self.dry_run,
+            all_records: self.all,
         };
         (self.profile, overrides, settings)
     }

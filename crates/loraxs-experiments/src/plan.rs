@@ -28,6 +28,10 @@ pub struct Overrides {
     pub epochs: Option<usize>,
     /// Training subset for every task; `Some(0)`: the whole training set.
     pub train_subset: Option<usize>,
+    /// Sampler window in batches (`1`: random batches).
+    pub bucket_window: Option<usize>,
+    /// Encoder dropout for every run.
+    pub encoder_dropout: Option<f64>,
 }
 
 /// The runs of a reproduction, in the order they run, and notes on what
@@ -155,6 +159,10 @@ pub fn plan(profile: &Profile, overrides: &Overrides, data_dir: &Path, checkpoin
                             run.eval_subset = eval_subset;
                             run.max_steps_per_epoch = profile.max_steps_per_epoch;
                             run.init_from = mnli.clone();
+                            if let Some(w) = overrides.bucket_window.or(profile.bucket_window) {
+                                run.bucket_window = w;
+                            }
+                            run.encoder_dropout = overrides.encoder_dropout.or(profile.encoder_dropout);
                             runs.push(run);
                         }
                     }

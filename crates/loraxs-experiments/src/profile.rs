@@ -12,8 +12,11 @@ use crate::{ExperimentError, Result};
 pub type PerTask<T> = BTreeMap<String, T>;
 
 /// The profiles shipped with this crate, by name.
-pub const BUILT_IN: [(&str, &str); 3] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     ("quick", include_str!("../profiles/glue-quick.json")),
+    ("standard", include_str!("../profiles/glue-standard.json")),
+    ("ablation", include_str!("../profiles/glue-ablation.json")),
+    ("sweep", include_str!("../profiles/glue-sweep.json")),
     ("paper", include_str!("../profiles/glue-paper.json")),
     ("smoke", include_str!("../profiles/glue-smoke.json")),
 ];
@@ -40,7 +43,9 @@ pub struct MethodSettings {
 }
 
 /// A GLUE reproduction: model, tasks, methods, seeds, budgets and rates.
+/// Unknown fields are an error (a misspelt setting must not be ignored).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Profile {
     /// The profile's name (`quick`, or a file's stem without `glue-`).
     #[serde(skip)]
@@ -71,6 +76,13 @@ pub struct Profile {
     /// A cap on steps per epoch (smoke runs).
     #[serde(default)]
     pub max_steps_per_epoch: Option<usize>,
+    /// Batches per length-sorting window of the sampler (default
+    /// [`loraxs_train::DEFAULT_BUCKET_WINDOW`]; `1`: random batches).
+    #[serde(default)]
+    pub bucket_window: Option<usize>,
+    /// Encoder dropout replacing the model's (`null`: the model's).
+    #[serde(default)]
+    pub encoder_dropout: Option<f64>,
     /// Tasks whose adapter starts from the MNLI run of the same method,
     /// rank and seed (the paper: MRPC, RTE, STS-B), when MNLI is planned.
     #[serde(default)]

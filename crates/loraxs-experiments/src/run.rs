@@ -10,6 +10,7 @@ use loraxs_models::ModelDir;
 use loraxs_train::{RunConfig, RunRecord, TrainError, TrainOptions, train};
 
 use crate::backend::{BackendKind, OnBackend};
+use crate::figures::{draw_glue_figures, figure_paths};
 use crate::plan::{Overrides, plan};
 use crate::profile::Profile;
 use crate::results::Results;
@@ -34,6 +35,10 @@ pub struct RunSettings {
     pub quiet: bool,
     /// Print the planned runs and stop.
     pub dry_run: bool,
+    /// `report` only: tabulate every record of the results file, not only
+    /// the profile's planned runs (for studies run with command-line
+    /// overrides).
+    pub all_records: bool,
 }
 
 /// What a reproduction did.
@@ -180,13 +185,8 @@ pub fn reproduce_glue(profile: &Profile, overrides: &Overrides, settings: &RunSe
         started.elapsed().as_secs_f64() / 60.0
     );
     let records = results.of(&plan.keys());
-    let table = glue_table(&profile.name, &records, &plan.notes);
-    let out = results_path.with_extension("md");
-    std::fs::write(&out, table).map_err(|source| ExperimentError::Io {
-        path: out.clone(),
-        source,
-    })?;
-    eprintln!("wrote {}", out.display());
+    let out = write_report(&profile.name, &records, &plan.notes, &results_path)?;
+    eprintln!("wrote {} and its figures", out.display());
     Ok(Outcome {
         planned: plan.runs.len(),
         trained: todo.len(),
@@ -208,6 +208,10 @@ pub fn report_glue(profile: &Profile, overrides: &Overrides, settings: &RunSetti
     let data_dir = loraxs_data::data_dir(settings.data_dir.as_deref()).ok();
     let checkpoints = PathBuf::from("target/loraxs-checkpoints");
     let (keys, notes) = match &data_dir {
+        _ if settings.all_records => (
+            results.records.iter().map(|r| r.key.clone()).collect(),
+            Vec::new(),
+        ),
         Some(dir) => {
             let plan = plan(profile, overrides, dir, &checkpoints)?;
             (plan.keys(), plan.notes)
@@ -217,7 +221,34 @@ pub fn report_glue(profile: &Profile, overrides: &Overrides, settings: &RunSetti
             Vec::new(),
         ),
     };
-    let table = glue_table(&profile.name, &results.of(&keys), &notes);
+    write_report(&profile.name, &results.of(&keys), &notes, &results_path)
+}
+
+/// Writes the table (`<results>.md`) and its three figures
+/// (`<results stem>-{params,loss,dev}.svg`, linked from the table) of
+/// `records`; returns the table's path.
+pub fn write_report(
+    profile: &str,
+    records: &[RunRecord],
+    notes: &[String],
+    results_path: &Path,
+) -> Result<PathBuf> {
+    let figures = figure_paths(results_path);
+    let mut table = glue_table(profile, records, notes);
+    if !records.is_empty() {
+        draw_glue_figures(profile, records, &figures)?;
+        let name = |p: &PathBuf| {
+            p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        };
+        table.push_str(&format!(
+            "\nFigures: [dev metric against trainable values]({}), [training loss per step]({}), \
+             [dev metric per epoch]({}).\n",
+            name(&figures[0]),
+            name(&figures[1]),
+            name(&figures[2])
+        ));
+    }
     let out = results_path.with_extension("md");
     std::fs::write(&out, table).map_err(|source| ExperimentError::Io {
         path: out.clone(),

@@ -21,12 +21,24 @@ pub fn method_label(r: &RunRecord) -> String {
     }
 }
 
+/// The sampler window and encoder dropout of a run, as the tables write
+/// them (`window 4, dropout 0`; `dropout model` keeps the model's).
+pub fn training_variant(r: &RunRecord) -> String {
+    format!(
+        "window {}, dropout {}",
+        r.config.bucket_window,
+        r.config.encoder_dropout.map_or("model".to_string(), |p| p.to_string())
+    )
+}
+
 /// One cell of the table: the best learning-rate pair by median over
 /// seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     /// The median over seeds of the best pair.
     pub median: f64,
+    /// The lowest and highest seed of the best pair (the spread).
+    pub range: (f64, f64),
     /// Seeds behind that median.
     pub seeds: usize,
     /// Learning-rate pairs compared.
@@ -45,6 +57,7 @@ pub struct Cell {
 /// let runs = [(1e-3, 1e-3, 80.0), (1e-3, 1e-3, 90.0), (1e-3, 1e-3, 10.0), (1e-4, 1e-3, 70.0), (1e-4, 1e-3, 75.0)];
 /// let cell = best_pair(&runs).unwrap();
 /// assert_eq!((cell.median, cell.seeds, cell.pairs, cell.best_pair), (80.0, 3, 2, (1e-3, 1e-3)));
+/// assert_eq!(cell.range, (10.0, 90.0));
 /// ```
 pub fn best_pair(values: &[(f64, f64, f64)]) -> Option<Cell> {
     let mut pairs: Vec<((f64, f64), Vec<f64>)> = Vec::new();
@@ -60,6 +73,10 @@ pub fn best_pair(values: &[(f64, f64, f64)]) -> Option<Cell> {
         .into_iter()
         .map(|(pair, vs)| Cell {
             median: median(&vs),
+            range: (
+                vs.iter().copied().fold(f64::INFINITY, f64::min),
+                vs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ),
             seeds: vs.len(),
             pairs: n,
             best_pair: pair,
@@ -67,9 +84,52 @@ pub fn best_pair(values: &[(f64, f64, f64)]) -> Option<Cell> {
         .reduce(|best, c| if c.median > best.median { c } else { best })
 }
 
-/// Rows: method and rank, with trainable parameters; columns: tasks (the
-/// headline metric named) and their average; cells: median over seeds of
-/// the best epoch, ×100.
+/// How far above the best constant prediction (in table points, ×100) a
+/// median must be for the table to count the task as learned.
+pub const CLEAR_MARGIN: f64 = 2.0;
+
+/// The reference row's value for `task`: the best constant prediction's
+/// headline metric ×100, from the first record that kept it.
+fn reference(records: &[RunRecord], task: GlueTask) -> Option<f64> {
+    records
+        .iter()
+        .filter(|r| r.config.task == task)
+        .find_map(|r| r.constant_baseline.get(&r.metric))
+        .map(|v| v * 100.0)
+}
+
+/// One cell's text: the median, the seeds' range when there are several,
+/// the seed count, the number of learning-rate pairs compared, and `‡` when
+/// the median does not clear the reference by [`CLEAR_MARGIN`].
+fn cell_text(cell: &Cell, reference: Option<f64>) -> String {
+    let Cell {
+        median: m,
+        range: (lo, hi),
+        seeds,
+        pairs,
+        ..
+    } = *cell;
+    let spread = if seeds > 1 {
+        format!("{lo:.1}–{hi:.1}, {seeds} seeds")
+    } else {
+        "1 seed".to_string()
+    };
+    let pairs = if pairs > 1 {
+        format!(", best of {pairs} lr pairs")
+    } else {
+        String::new()
+    };
+    let flag = match reference {
+        Some(r) if m.is_nan() || m < r + CLEAR_MARGIN => " ‡",
+        _ => "",
+    };
+    format!("{m:.1} ({spread}{pairs}){flag}")
+}
+
+/// Rows: the best constant prediction (the reference), then method and
+/// rank with trainable parameters; columns: tasks (the headline metric
+/// named) and their average; cells: median over seeds of the best epoch,
+/// ×100, with the seeds' range.
 pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> String {
     let tasks: Vec<GlueTask> = GlueTask::ALL
         .into_iter()
@@ -79,8 +139,15 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
     type Runs = Vec<(f64, f64, f64)>;
     let mut rows: BTreeMap<(usize, usize, String), BTreeMap<GlueTask, Runs>> = BTreeMap::new();
     let mut params: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    // Records that differ in sampler window or dropout (a study) get one
+    // row per variant, never pooled as if they were seeds.
+    let variants: std::collections::BTreeSet<String> = records.iter().map(training_variant).collect();
     for r in records {
-        let label = method_label(r);
+        let label = if variants.len() > 1 {
+            format!("{} · {}", method_label(r), training_variant(r))
+        } else {
+            method_label(r)
+        };
         let order = Method::ALL
             .iter()
             .position(|&m| m == r.config.adapter.method)
@@ -93,10 +160,13 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
             .push((r.config.lr, r.config.head_lr, value));
         params.insert(label, (r.trainable_adapter, r.trainable_head));
     }
+    let references: Vec<Option<f64>> = tasks.iter().map(|&t| reference(records, t)).collect();
     let mut out = format!("# GLUE, profile `{profile}`\n\n");
     out.push_str(
-        "Cells: median over seeds of the best epoch's dev metric (×100), for the best learning-rate pair \
-         where several were run; the metric is named under each task.\n\n",
+        "Cells: median over seeds of the best epoch's dev metric (×100), with the lowest and highest seed, \
+         for the best learning-rate pair where several were run; the metric is named under each task. \
+         The first row is the reference a model must beat: the best constant prediction on the dev set \
+         (the majority class; 0 for MCC and correlations). ‡: the median is not at least 2 points above it.\n\n",
     );
     out.push_str("| method | trainable (adapter) | head |");
     for t in &tasks {
@@ -111,30 +181,32 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         out.push_str(&format!(" {} |", t.metrics()[0].name()));
     }
     out.push_str(" |\n");
+    if references.iter().any(Option::is_some) {
+        out.push_str("| Best constant prediction | 0 | 0 |");
+        for r in &references {
+            match r {
+                Some(v) => out.push_str(&format!(" {v:.1} |")),
+                None => out.push_str(" – |"),
+            }
+        }
+        match references.iter().copied().collect::<Option<Vec<f64>>>() {
+            Some(v) if !v.is_empty() => {
+                out.push_str(&format!(" {:.1} |\n", v.iter().sum::<f64>() / v.len() as f64))
+            }
+            _ => out.push_str(" – |\n"),
+        }
+    }
     for ((_, _, label), cells) in &rows {
         let (adapter, head) = params[label];
         out.push_str(&format!("| {label} | {adapter} | {head} |"));
         let mut sum = 0.0;
         let mut n = 0;
-        for t in &tasks {
+        for (t, reference) in tasks.iter().zip(&references) {
             match cells.get(t).and_then(|runs| best_pair(runs)) {
-                Some(Cell {
-                    median: m,
-                    seeds,
-                    pairs,
-                    ..
-                }) => {
-                    sum += m;
+                Some(cell) => {
+                    sum += cell.median;
                     n += 1;
-                    let pairs = if pairs > 1 {
-                        format!(", best of {pairs} lr pairs")
-                    } else {
-                        String::new()
-                    };
-                    out.push_str(&format!(
-                        " {m:.1} ({seeds} seed{}{pairs}) |",
-                        if seeds == 1 { "" } else { "s" }
-                    ));
+                    out.push_str(&format!(" {} |", cell_text(&cell, *reference)));
                 }
                 None => out.push_str(" – |"),
             }
@@ -165,15 +237,32 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         backends.join(", "),
         wall / 60.0
     ));
+    if variants.len() == 1 {
+        out.push_str(&format!(
+            "\nEvery run: {}.\n",
+            variants.iter().next().map_or("", String::as_str)
+        ));
+    }
     out.push_str(
-        "\nThe runs (from the result records):\n\n| task | method | seed | train examples | epochs | lr | head lr | \
-         start | best epoch | best | wall s |\n|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
+        "\nThe runs (from the result records; dev metric ×100 after each epoch):\n\n| task | method | seed | \
+         train examples | epochs | lr | head lr | start | dev per epoch | best epoch | best | wall s |\n\
+         |---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|\n",
     );
     for r in records {
+        let per_epoch: Vec<String> = r
+            .epochs
+            .iter()
+            .map(|e| e.metrics.get(&r.metric).map_or("–".into(), |v| format!("{:.1}", v * 100.0)))
+            .collect();
+        let label = if variants.len() > 1 {
+            format!("{} · {}", method_label(r), training_variant(r))
+        } else {
+            method_label(r)
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:e} | {:e} | {} | {} | {:.4} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {:e} | {:e} | {} | {} | {} | {:.4} | {:.0} |\n",
             r.config.task,
-            method_label(r),
+            label,
             r.config.seed,
             r.train_examples,
             r.config.epochs,
@@ -184,6 +273,7 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
             } else {
                 "scratch"
             },
+            per_epoch.join(", "),
             r.best.epoch,
             r.best.metrics[&r.metric],
             r.wall_seconds

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use loraxs::{AdapterConfig, Factors, Method};
 use loraxs_data::{GlueTask, Split};
-use loraxs_experiments::{BUILT_IN, ExperimentError, Overrides, Profile, Results, glue_table, plan};
+use loraxs_experiments::{
+    BUILT_IN, ExperimentError, Overrides, Profile, Results, figure_paths, glue_table, param_points, plan,
+    write_report,
+};
 use loraxs_train::{EpochRecord, RunConfig, RunRecord};
 
 /// A data folder where `tasks` have (empty) train and dev files.
@@ -135,6 +138,7 @@ fn record(task: GlueTask, preset: &str, rank: usize, seed: u64, lr: f64, value: 
         epoch: 2,
         train_loss: 0.5,
         metrics: BTreeMap::from([(metric.clone(), value)]),
+        step_losses: vec![0.7, 0.5],
     };
     RunRecord {
         key: config.key(),
@@ -150,6 +154,7 @@ fn record(task: GlueTask, preset: &str, rank: usize, seed: u64, lr: f64, value: 
         backend: "flex".into(),
         model: "minilm".into(),
         git_commit: "abc".into(),
+        constant_baseline: BTreeMap::from([(task.metrics()[0].name().to_string(), 0.5)]),
     }
 }
 
@@ -167,15 +172,39 @@ fn the_table_takes_the_median_over_seeds_of_the_best_rate_pair() {
         record(GlueTask::Rte, "lora", 8, 0, 1e-3, 0.65),
     ];
     let table = glue_table("unit", &records, &["SST-2 note".into()]);
-    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| LoRA")).collect();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| LoRA") || l.starts_with("| Best"))
+        .collect();
     assert_eq!(
         rows,
         [
+            // The reference: each record kept 0.5 as its best constant prediction.
+            "| Best constant prediction | 0 | 0 | 50.0 | 50.0 | 50.0 |",
             "| LoRA (r=8) | 1536 | 100 | – | 65.0 (1 seed) | – |",
-            "| LoRA-XS (r=4) | 384 | 100 | 90.0 (1 seed) | 60.0 (3 seeds, best of 2 lr pairs) | 75.0 |",
+            "| LoRA-XS (r=4) | 384 | 100 | 90.0 (1 seed) | 60.0 (20.0–70.0, 3 seeds, best of 2 lr pairs) | 75.0 |",
         ],
         "{table}"
     );
+    // A median less than 2 points above the reference is flagged.
+    let mut flagged = records.clone();
+    flagged.push(record(GlueTask::Sst2, "lora", 8, 0, 1e-3, 0.512));
+    let table = glue_table("unit", &flagged, &[]);
+    assert!(
+        table.contains("| LoRA (r=8) | 1536 | 100 | 51.2 (1 seed) ‡ | 65.0 (1 seed) | 58.1 |"),
+        "{table}"
+    );
+    // Records written before the reference was kept leave its row out.
+    let old: Vec<RunRecord> = records
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.constant_baseline.clear();
+            r
+        })
+        .collect();
+    assert!(!glue_table("unit", &old, &[]).contains("| Best constant"));
+    let table = glue_table("unit", &records, &["SST-2 note".into()]);
     assert!(table.contains("| | | | accuracy | accuracy | |"), "{table}");
     assert!(table.contains("7 runs; model minilm; backend flex; total wall time 7.0 min"));
     assert!(table.ends_with("\n- SST-2 note\n"), "{table}");
@@ -244,11 +273,80 @@ fn the_runs_table_lists_each_record_with_its_start_and_best_epoch() {
     let table = glue_table("unit", &[from_mnli], &[]);
     assert!(
         table
-            .contains("| MRPC | LoRA-XS (r=4) | 1 | 10 | 2 | 2e-3 | 1e-3 | MNLI adapter | 3 | 0.8125 | 12 |"),
+            .contains("| MRPC | LoRA-XS (r=4) | 1 | 10 | 2 | 2e-3 | 1e-3 | MNLI adapter | 81.2 | 3 | 0.8125 | 12 |"),
         "{table}"
     );
     assert!(
         table.contains("| LoRA-XS (r=4) | 384 | 100 | 81.2 (1 seed) | 81.2 |"),
         "{table}"
     );
+}
+
+#[test]
+fn the_report_draws_the_papers_figures_from_the_records() {
+    let mut records = vec![
+        record(GlueTask::Sst2, "lora-xs", 4, 0, 1e-3, 0.80),
+        record(GlueTask::Sst2, "lora-xs", 4, 1, 1e-3, 0.84),
+        record(GlueTask::Sst2, "lora-xs", 4, 2, 1e-3, 0.82),
+        record(GlueTask::Sst2, "lora-xs", 8, 0, 1e-3, 0.86),
+        record(GlueTask::Sst2, "lora", 8, 0, 1e-3, 0.88),
+        record(GlueTask::Stsb, "lora-xs", 4, 0, 1e-3, 0.30),
+    ];
+    // Parameter points: the median over seeds per rank, sorted by size.
+    let points = param_points(&records);
+    assert_eq!(
+        points[&GlueTask::Sst2]["lora-xs"],
+        vec![(384.0, 82.0), (1536.0, 86.0)]
+    );
+    assert_eq!(points[&GlueTask::Sst2]["lora"], vec![(1536.0, 88.0)]);
+    assert_eq!(points[&GlueTask::Stsb]["lora-xs"], vec![(384.0, 30.0)]);
+    records[5].epochs[0].step_losses = (0..200).map(|i| 3.0 / (1.0 + i as f32)).collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("glue-unit.jsonl");
+    let table = write_report("unit", &records, &[], &results).unwrap();
+    let text = std::fs::read_to_string(&table).unwrap();
+    let figures = figure_paths(&results);
+    assert_eq!(figures[0].file_name().unwrap(), "glue-unit-params.svg");
+    assert!(
+        text.contains("[dev metric against trainable values](glue-unit-params.svg)"),
+        "{text}"
+    );
+    for figure in &figures {
+        let svg = std::fs::read_to_string(figure).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", figure.display());
+        for caption in ["SST-2", "STS-B"] {
+            assert!(svg.contains(caption), "{} lacks {caption}", figure.display());
+        }
+    }
+    let params = std::fs::read_to_string(&figures[0]).unwrap();
+    // Three LoRA-XS points and one LoRA point, a legend, the reference.
+    assert_eq!(params.matches("<circle").count(), 4, "{params}");
+    assert!(params.contains("LoRA-XS") && params.contains("best constant prediction"));
+    // The loss panel of STS-B draws its 200 steps as one polyline.
+    let loss = std::fs::read_to_string(&figures[1]).unwrap();
+    assert!(loss.contains("<polyline"), "no loss curve drawn");
+}
+
+#[test]
+fn runs_that_differ_in_window_or_dropout_are_rows_of_their_own_not_seeds() {
+    let plain = record(GlueTask::Stsb, "lora-xs", 4, 0, 1e-2, 0.2);
+    let mut no_dropout = record(GlueTask::Stsb, "lora-xs", 4, 0, 1e-2, 0.6);
+    no_dropout.config.encoder_dropout = Some(0.0);
+    let mut wide = record(GlueTask::Stsb, "lora-xs", 4, 0, 1e-2, 0.1);
+    wide.config.bucket_window = 50;
+    let table = glue_table("study", &[plain.clone(), no_dropout, wide], &[]);
+    for row in [
+        // The records' reference is 50: 20 and 10 are flagged.
+        "| LoRA-XS (r=4) · window 4, dropout model | 384 | 100 | 20.0 (1 seed) ‡ |",
+        "| LoRA-XS (r=4) · window 4, dropout 0 | 384 | 100 | 60.0 (1 seed) |",
+        "| LoRA-XS (r=4) · window 50, dropout model | 384 | 100 | 10.0 (1 seed) ‡ |",
+    ] {
+        assert!(table.contains(row), "{row} in {table}");
+    }
+    assert!(!table.contains("3 seeds"), "{table}");
+    // One variant: plain labels and a line naming the settings.
+    let table = glue_table("unit", &[plain], &[]);
+    assert!(table.contains("| LoRA-XS (r=4) | 384 |"), "{table}");
+    assert!(table.contains("Every run: window 4, dropout model."), "{table}");
 }

@@ -1,0 +1,447 @@
+//! The paper's figures, drawn from result records alone (SVG, `plotters`):
+//! dev metric against trainable parameters on a log axis (one point per
+//! method and rank, the paper's signature plot), per-run training-loss
+//! curves, and the dev metric after every epoch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use loraxs_data::GlueTask;
+use loraxs_train::RunRecord;
+use plotters::prelude::*;
+
+use crate::table::{best_pair, method_label};
+use crate::{ExperimentError, Result};
+
+/// The figure files written for a results file `glue-<profile>.jsonl`:
+/// `<stem>-params.svg`, `<stem>-loss.svg`, `<stem>-dev.svg` beside it.
+pub fn figure_paths(results: &Path) -> [PathBuf; 3] {
+    let stem = results
+        .file_stem()
+        .map_or_else(|| "glue".into(), |s| s.to_string_lossy().into_owned());
+    ["params", "loss", "dev"].map(|kind| results.with_file_name(format!("{stem}-{kind}.svg")))
+}
+
+/// Colours of the method families, in a fixed order so that a method keeps
+/// its colour across figures and profiles.
+fn colour(family: &str) -> RGBColor {
+    match family {
+        "lora-xs" => RGBColor(0xd6, 0x27, 0x28),
+        "lora" => RGBColor(0x1f, 0x77, 0xb4),
+        "full" => RGBColor(0x2c, 0xa0, 0x2c),
+        "vera" => RGBColor(0x94, 0x67, 0xbd),
+        "lora-xs-random" => RGBColor(0xff, 0x7f, 0x0e),
+        _ => RGBColor(0x7f, 0x7f, 0x7f),
+    }
+}
+
+/// A readable name of a method family for legends.
+fn family_name(family: &str) -> &str {
+    match family {
+        "lora-xs" => "LoRA-XS",
+        "lora" => "LoRA",
+        "full" => "Full FT",
+        "vera" => "VeRA",
+        "lora-xs-random" => "LoRA-XS, random A/B",
+        other => other,
+    }
+}
+
+fn tasks_of(records: &[RunRecord]) -> Vec<GlueTask> {
+    GlueTask::ALL
+        .into_iter()
+        .filter(|t| records.iter().any(|r| r.config.task == *t))
+        .collect()
+}
+
+/// Rows and columns for `n` panels (at most three per row).
+fn grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, 3);
+    (n.div_ceil(cols).max(1), cols)
+}
+
+fn figure_error(path: &Path, e: impl std::fmt::Display) -> ExperimentError {
+    ExperimentError::Results {
+        path: path.to_path_buf(),
+        reason: format!("cannot draw the figure: {e}"),
+    }
+}
+
+/// A range around `values` padded by 8 % of its width, at least
+/// `min_pad` (a unit range for none).
+fn padded(values: impl Iterator<Item = f64>, min_pad: f64) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(min_pad);
+    (lo - pad, hi + pad)
+}
+
+/// The points of the parameters figure: per task, per method family, the
+/// `(trainable adapter values, median dev metric ×100)` of each rank, and
+/// the reference (best constant prediction) per task.
+pub type ParamPoints = BTreeMap<GlueTask, BTreeMap<String, Vec<(f64, f64)>>>;
+
+/// Per task and method family, each rank's point: trainable adapter values
+/// and the table's cell value (median over seeds of the best lr pair).
+pub fn param_points(records: &[RunRecord]) -> ParamPoints {
+    // (task, family, rank) → (trainable, runs).
+    type Key = (GlueTask, String, usize);
+    type Runs = (usize, Vec<(f64, f64, f64)>);
+    let mut runs: BTreeMap<Key, Runs> = BTreeMap::new();
+    for r in records {
+        let key = (
+            r.config.task,
+            r.config.adapter.preset_name().to_string(),
+            r.config.adapter.rank,
+        );
+        let entry = runs.entry(key).or_insert((r.trainable_adapter, Vec::new()));
+        entry
+            .1
+            .push((r.config.lr, r.config.head_lr, r.best.metrics[&r.metric] * 100.0));
+    }
+    let mut points = ParamPoints::new();
+    for ((task, family, _), (trainable, values)) in runs {
+        if let Some(cell) = best_pair(&values) {
+            points
+                .entry(task)
+                .or_default()
+                .entry(family)
+                .or_default()
+                .push((trainable as f64, cell.median));
+        }
+    }
+    for families in points.values_mut() {
+        for line in families.values_mut() {
+            line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+    }
+    points
+}
+
+/// Draws the three figures of `records` into `paths` (see
+/// [`figure_paths`]); `title` names the profile.
+pub fn draw_glue_figures(title: &str, records: &[RunRecord], paths: &[PathBuf; 3]) -> Result<()> {
+    params_figure(title, records, &paths[0])?;
+    loss_figure(title, records, &paths[1])?;
+    dev_figure(title, records, &paths[2])?;
+    Ok(())
+}
+
+fn reference(records: &[RunRecord], task: GlueTask) -> Option<f64> {
+    records
+        .iter()
+        .filter(|r| r.config.task == task)
+        .find_map(|r| r.constant_baseline.get(&r.metric))
+        .map(|v| v * 100.0)
+}
+
+fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
+    let points = param_points(records);
+    let tasks = tasks_of(records);
+    let (rows, cols) = grid(tasks.len());
+    let err = |e: &dyn std::fmt::Display| figure_error(path, e);
+    let root =
+        SVGBackend::new(path, ((420 * cols as u32).max(900), 320 * rows as u32 + 30)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(
+            &format!("GLUE `{title}`: dev metric (median over seeds) against trainable adapter values"),
+            ("sans-serif", 18),
+        )
+        .map_err(|e| err(&e))?;
+    // The x axis is log10 of the trainable values, labelled in values
+    // (plotters' own log axis crowds its labels). Full fine-tuning's
+    // adapter values are the whole encoder: a point far to the right.
+    let (x_lo, x_hi) = {
+        let xs: Vec<f64> = points
+            .values()
+            .flat_map(|f| f.values().flatten().map(|p| p.0))
+            .filter(|&x| x > 0.0)
+            .map(f64::log10)
+            .collect();
+        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() {
+            (lo.floor() - 0.1, hi.ceil() + 0.1)
+        } else {
+            (0.0, 6.0)
+        }
+    };
+    for (panel, task) in root.split_evenly((rows, cols)).iter().zip(&tasks) {
+        let families = points.get(task).cloned().unwrap_or_default();
+        let baseline = reference(records, *task);
+        let (y_lo, y_hi) = padded(families.values().flatten().map(|p| p.1).chain(baseline), 0.5);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("{task} ({})", task.metrics()[0].name()),
+                ("sans-serif", 15),
+            )
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(44)
+            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .x_labels(8)
+            .x_desc("trainable adapter values (log scale)")
+            .x_label_formatter(&|v| format_count(10f64.powf(*v)))
+            .draw()
+            .map_err(|e| err(&e))?;
+        if let Some(b) = baseline {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x_lo, b), (x_hi, b)],
+                    6,
+                    4,
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?
+                .label("best constant prediction")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+        }
+        for (family, line) in &families {
+            let c = colour(family);
+            let line: Vec<(f64, f64)> = line
+                .iter()
+                .filter(|p| p.0 > 0.0)
+                .map(|&(x, y)| (x.log10(), y))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(line.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(family_name(family))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            chart
+                .draw_series(line.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 11))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))
+}
+
+/// Two significant digits: `12288` → `12k`, `3162` → `3.2k`, `1500000` →
+/// `1.5M`, `398` → `400`.
+fn format_count(v: f64) -> String {
+    let trim = |s: String| s.trim_end_matches('0').trim_end_matches('.').to_string();
+    if v >= 1e6 {
+        format!("{}M", trim(format!("{:.1}", v / 1e6)))
+    } else if v >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 1e3 {
+        format!("{}k", trim(format!("{:.1}", v / 1e3)))
+    } else if v >= 100.0 {
+        format!("{:.0}", (v / 10.0).round() * 10.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// A running mean over `window` steps (shorter at the start).
+pub fn smooth(values: &[f32], window: usize) -> Vec<f64> {
+    let window = window.max(1);
+    let mut out = Vec::with_capacity(values.len());
+    let mut sum = 0.0f64;
+    for (i, &v) in values.iter().enumerate() {
+        sum += v as f64;
+        if i >= window {
+            sum -= values[i - window] as f64;
+        }
+        out.push(sum / (i + 1).min(window) as f64);
+    }
+    out
+}
+
+/// One line per run: its label, colour and points.
+type Lines = Vec<(String, RGBColor, Vec<(f64, f64)>)>;
+
+/// A figure with one panel per task and one line per run.
+struct Panels<'a> {
+    title: String,
+    x_desc: &'a str,
+    /// Epochs on the x axis (one label each), else steps.
+    integer_x: bool,
+    /// The dashed reference line of a task, if any.
+    reference_of: &'a dyn Fn(GlueTask) -> Option<f64>,
+    y_desc: &'a dyn Fn(GlueTask) -> String,
+    lines_of: &'a dyn Fn(&RunRecord) -> Vec<(f64, f64)>,
+}
+
+fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Result<()> {
+    let Panels {
+        title,
+        x_desc,
+        integer_x,
+        reference_of,
+        y_desc,
+        lines_of,
+    } = panels;
+    let tasks = tasks_of(records);
+    let (rows, cols) = grid(tasks.len());
+    let err = |e: &dyn std::fmt::Display| figure_error(path, e);
+    let root =
+        SVGBackend::new(path, ((420 * cols as u32).max(900), 320 * rows as u32 + 30)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root.titled(&title, ("sans-serif", 18)).map_err(|e| err(&e))?;
+    for (panel, task) in root.split_evenly((rows, cols)).iter().zip(&tasks) {
+        let lines: Lines = records
+            .iter()
+            .filter(|r| r.config.task == *task)
+            .map(|r| {
+                (
+                    format!("{} s{} lr {:e}", method_label(r), r.config.seed, r.config.lr),
+                    colour(r.config.adapter.preset_name()),
+                    lines_of(r),
+                )
+            })
+            .filter(|(_, _, points)| !points.is_empty())
+            .collect();
+        let x_hi = lines
+            .iter()
+            .flat_map(|l| l.2.iter().map(|p| p.0))
+            .fold(1.0f64, f64::max);
+        // Epochs: from the first to the last, one label each.
+        let (x_lo, x_hi) = if integer_x { (0.8, x_hi + 0.2) } else { (0.0, x_hi) };
+        let baseline = reference_of(*task);
+        let (y_lo, y_hi) = padded(
+            lines.iter().flat_map(|l| l.2.iter().map(|p| p.1)).chain(baseline),
+            0.01,
+        );
+        let mut chart = ChartBuilder::on(panel)
+            .caption(task.to_string(), ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(44)
+            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+            .map_err(|e| err(&e))?;
+        let epochs = (x_hi - x_lo).round() as usize + 1;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .x_labels(if integer_x { epochs } else { 10 })
+            .x_label_formatter(&|v| {
+                if integer_x {
+                    format!("{v:.0}")
+                } else {
+                    format_count(*v)
+                }
+            })
+            .x_desc(x_desc)
+            .y_desc(y_desc(*task))
+            .draw()
+            .map_err(|e| err(&e))?;
+        if let Some(b) = baseline {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x_lo, b), (x_hi, b)],
+                    6,
+                    4,
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?
+                .label("best constant prediction")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+        }
+        // One legend entry per method and rank (seeds and rates share it).
+        let mut labelled = std::collections::BTreeSet::new();
+        for (label, c, points) in lines {
+            let family = label.split(" s").next().unwrap_or(&label).to_string();
+            let series = chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    c.mix(0.75).stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?;
+            if labelled.insert(family.clone()) {
+                series
+                    .label(family)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            }
+            if points.len() < 12 {
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 11))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))
+}
+
+fn loss_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
+    let panels = Panels {
+        title: format!("GLUE `{title}`: training loss per step (running mean over 1/20 of the run)"),
+        x_desc: "optimiser step",
+        integer_x: false,
+        reference_of: &|_| None,
+        y_desc: &|_| "training loss".to_string(),
+        lines_of: &|r: &RunRecord| {
+            let losses: Vec<f32> = r
+                .epochs
+                .iter()
+                .flat_map(|e| e.step_losses.iter().copied())
+                .collect();
+            smooth(&losses, losses.len() / 20)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| ((i + 1) as f64, v))
+                .collect()
+        },
+    };
+    per_run_panels(panels, records, path)
+}
+
+fn dev_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
+    let panels = Panels {
+        title: format!("GLUE `{title}`: dev metric after each epoch"),
+        x_desc: "epoch",
+        integer_x: true,
+        reference_of: &|t| reference(records, t),
+        y_desc: &|t| format!("{} ×100", t.metrics()[0].name()),
+        lines_of: &|r: &RunRecord| {
+            r.epochs
+                .iter()
+                .filter_map(|e| e.metrics.get(&r.metric).map(|v| (e.epoch as f64, v * 100.0)))
+                .collect()
+        },
+    };
+    per_run_panels(panels, records, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_running_means() {
+        assert_eq!(format_count(12288.0), "12k");
+        assert_eq!(format_count(1_500_000.0), "1.5M");
+        assert_eq!(format_count(96.0), "96");
+        assert_eq!(format_count(3162.3), "3.2k");
+        assert_eq!(format_count(398.1), "400");
+        assert_eq!(smooth(&[1.0, 3.0, 5.0, 7.0], 2), vec![1.0, 2.0, 4.0, 6.0]);
+        assert_eq!(smooth(&[2.0, 4.0], 0), vec![2.0, 4.0]);
+    }
+}
