@@ -278,6 +278,9 @@ struct Panels<'a> {
     integer_x: bool,
     /// The dashed reference line of a task, if any.
     reference_of: &'a dyn Fn(GlueTask) -> Option<f64>,
+    /// Where the legend goes: away from where the lines end (losses end
+    /// low, metrics high).
+    legend: SeriesLabelPosition,
     y_desc: &'a dyn Fn(GlueTask) -> String,
     lines_of: &'a dyn Fn(&RunRecord) -> Vec<(f64, f64)>,
 }
@@ -288,6 +291,7 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
         x_desc,
         integer_x,
         reference_of,
+        legend,
         y_desc,
         lines_of,
     } = panels;
@@ -380,7 +384,7 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend.clone())
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .label_font(("sans-serif", 11))
@@ -396,6 +400,7 @@ fn loss_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
         x_desc: "optimiser step",
         integer_x: false,
         reference_of: &|_| None,
+        legend: SeriesLabelPosition::UpperRight,
         y_desc: &|_| "training loss".to_string(),
         lines_of: &|r: &RunRecord| {
             let losses: Vec<f32> = r
@@ -419,6 +424,7 @@ fn dev_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
         x_desc: "epoch",
         integer_x: true,
         reference_of: &|t| reference(records, t),
+        legend: SeriesLabelPosition::LowerRight,
         y_desc: &|t| format!("{} ×100", t.metrics()[0].name()),
         lines_of: &|r: &RunRecord| {
             r.epochs

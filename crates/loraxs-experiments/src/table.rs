@@ -27,7 +27,9 @@ pub fn training_variant(r: &RunRecord) -> String {
     format!(
         "window {}, dropout {}",
         r.config.bucket_window,
-        r.config.encoder_dropout.map_or("model".to_string(), |p| p.to_string())
+        r.config
+            .encoder_dropout
+            .map_or("model".to_string(), |p| p.to_string())
     )
 }
 
@@ -252,7 +254,11 @@ pub fn glue_table(profile: &str, records: &[RunRecord], notes: &[String]) -> Str
         let per_epoch: Vec<String> = r
             .epochs
             .iter()
-            .map(|e| e.metrics.get(&r.metric).map_or("–".into(), |v| format!("{:.1}", v * 100.0)))
+            .map(|e| {
+                e.metrics
+                    .get(&r.metric)
+                    .map_or("–".into(), |v| format!("{:.1}", v * 100.0))
+            })
             .collect();
         let label = if variants.len() > 1 {
             format!("{} · {}", method_label(r), training_variant(r))
