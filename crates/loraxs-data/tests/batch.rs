@@ -42,19 +42,21 @@ fn epochs_cover_every_example_once_and_shuffle_by_seed() {
     assert_eq!(s.epoch(10, None, 0)[0], (0..10).collect::<Vec<_>>());
 }
 
+/// Tokens of an epoch's padded batches of 16 (seed `seed`, window `w`).
+fn padded_tokens(s: &TokenizedSet, seed: u64, w: usize) -> usize {
+    s.epoch(16, Some(seed), w)
+        .iter()
+        .map(|b| {
+            let t = s.batch(b).tokens;
+            t.batch * t.seq_len
+        })
+        .sum()
+}
+
 #[test]
 fn bucketing_reduces_padding() {
     let s = set(&(0..400).map(|i| (i * 37) % 120 + 1).collect::<Vec<_>>());
-    let padded = |bucket: usize| -> usize {
-        s.epoch(16, Some(1), bucket)
-            .iter()
-            .map(|b| {
-                let t = s.batch(b).tokens;
-                t.batch * t.seq_len
-            })
-            .sum()
-    };
-    let (plain, bucketed) = (padded(0), padded(50));
+    let (plain, bucketed) = (padded_tokens(&s, 1, 0), padded_tokens(&s, 1, 50));
     let real: usize = s.sequences.iter().map(|q| q.ids.len()).sum();
     assert!(bucketed * 10 < plain * 6, "bucketed {bucketed} vs plain {plain}");
     assert!(
@@ -66,15 +68,7 @@ fn bucketing_reduces_padding() {
 #[test]
 fn the_bucket_window_trades_padding_for_mixed_batches() {
     let s = set(&(0..400).map(|i| (i * 37) % 120 + 1).collect::<Vec<_>>());
-    let padded = |w: usize| -> usize {
-        s.epoch(16, Some(3), w)
-            .iter()
-            .map(|b| {
-                let t = s.batch(b).tokens;
-                t.batch * t.seq_len
-            })
-            .sum()
-    };
+    let padded = |w: usize| padded_tokens(&s, 3, w);
     // A window of one batch sorts nothing: the plain shuffled order.
     assert_eq!(s.epoch(16, Some(3), 1), s.epoch(16, Some(3), 0));
     let (plain, small, whole) = (padded(0), padded(4), padded(50));

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use loraxs_data::GlueTask;
 use loraxs_train::RunRecord;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::table::{best_pair, method_label};
+use crate::table::{best_pair, method_label, reference};
 use crate::{ExperimentError, Result};
 
 /// The figure files written for a results file `glue-<profile>.jsonl`:
@@ -133,28 +134,72 @@ pub fn draw_glue_figures(title: &str, records: &[RunRecord], paths: &[PathBuf; 3
     Ok(())
 }
 
-fn reference(records: &[RunRecord], task: GlueTask) -> Option<f64> {
-    records
-        .iter()
-        .filter(|r| r.config.task == task)
-        .find_map(|r| r.constant_baseline.get(&r.metric))
-        .map(|v| v * 100.0)
+/// A white SVG canvas at `path` with `title` on top and `n` panels under
+/// it (at most three per row); present the first value when done.
+fn canvas<'a>(path: &'a Path, n: usize, title: &str) -> Result<(Area<'a>, Vec<Area<'a>>)> {
+    let (rows, cols) = grid(n);
+    let err = |e: &dyn std::fmt::Display| figure_error(path, e);
+    let root =
+        SVGBackend::new(path, ((420 * cols as u32).max(900), 320 * rows as u32 + 30)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let panels = root
+        .titled(title, ("sans-serif", 18))
+        .map_err(|e| err(&e))?
+        .split_evenly((rows, cols));
+    Ok((root, panels))
+}
+
+/// A drawing area of an SVG figure.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// A panel: linear f64 axes (the parameters axis holds log10 values).
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The dashed line of the best constant prediction across a panel.
+fn draw_reference(
+    chart: &mut Chart<'_, '_>,
+    (x_lo, x_hi): (f64, f64),
+    value: f64,
+    path: &Path,
+) -> Result<()> {
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(x_lo, value), (x_hi, value)],
+            6,
+            4,
+            BLACK.mix(0.6).stroke_width(1),
+        ))
+        .map_err(|e| figure_error(path, e))?
+        .label("best constant prediction")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+    Ok(())
+}
+
+/// A panel's legend at `position`.
+fn draw_legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 11))
+        .draw()
+        .map_err(|e| figure_error(path, e))
 }
 
 fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
     let points = param_points(records);
     let tasks = tasks_of(records);
-    let (rows, cols) = grid(tasks.len());
     let err = |e: &dyn std::fmt::Display| figure_error(path, e);
-    let root =
-        SVGBackend::new(path, ((420 * cols as u32).max(900), 320 * rows as u32 + 30)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let root = root
-        .titled(
-            &format!("GLUE `{title}`: dev metric (median over seeds) against trainable adapter values"),
-            ("sans-serif", 18),
-        )
-        .map_err(|e| err(&e))?;
+    let (root, panels) = canvas(
+        path,
+        tasks.len(),
+        &format!("GLUE `{title}`: dev metric (median over seeds) against trainable adapter values"),
+    )?;
     // The x axis is log10 of the trainable values, labelled in values
     // (plotters' own log axis crowds its labels). Full fine-tuning's
     // adapter values are the whole encoder: a point far to the right.
@@ -173,7 +218,7 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
             (0.0, 6.0)
         }
     };
-    for (panel, task) in root.split_evenly((rows, cols)).iter().zip(&tasks) {
+    for (panel, task) in panels.iter().zip(&tasks) {
         let families = points.get(task).cloned().unwrap_or_default();
         let baseline = reference(records, *task);
         let (y_lo, y_hi) = padded(families.values().flatten().map(|p| p.1).chain(baseline), 0.5);
@@ -196,16 +241,7 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
             .draw()
             .map_err(|e| err(&e))?;
         if let Some(b) = baseline {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x_lo, b), (x_hi, b)],
-                    6,
-                    4,
-                    BLACK.mix(0.6).stroke_width(1),
-                ))
-                .map_err(|e| err(&e))?
-                .label("best constant prediction")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+            draw_reference(&mut chart, (x_lo, x_hi), b, path)?;
         }
         for (family, line) in &families {
             let c = colour(family);
@@ -223,14 +259,7 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
                 .draw_series(line.iter().map(|&p| Circle::new(p, 4, c.filled())))
                 .map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 11))
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, path)?;
     }
     root.present().map_err(|e| err(&e))
 }
@@ -296,13 +325,9 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
         lines_of,
     } = panels;
     let tasks = tasks_of(records);
-    let (rows, cols) = grid(tasks.len());
     let err = |e: &dyn std::fmt::Display| figure_error(path, e);
-    let root =
-        SVGBackend::new(path, ((420 * cols as u32).max(900), 320 * rows as u32 + 30)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let root = root.titled(&title, ("sans-serif", 18)).map_err(|e| err(&e))?;
-    for (panel, task) in root.split_evenly((rows, cols)).iter().zip(&tasks) {
+    let (root, panels) = canvas(path, tasks.len(), &title)?;
+    for (panel, task) in panels.iter().zip(&tasks) {
         let lines: Lines = records
             .iter()
             .filter(|r| r.config.task == *task)
@@ -350,16 +375,7 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
             .draw()
             .map_err(|e| err(&e))?;
         if let Some(b) = baseline {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x_lo, b), (x_hi, b)],
-                    6,
-                    4,
-                    BLACK.mix(0.6).stroke_width(1),
-                ))
-                .map_err(|e| err(&e))?
-                .label("best constant prediction")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
+            draw_reference(&mut chart, (x_lo, x_hi), b, path)?;
         }
         // One legend entry per method and rank (seeds and rates share it).
         let mut labelled = std::collections::BTreeSet::new();
@@ -382,14 +398,7 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
                     .map_err(|e| err(&e))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(legend.clone())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(("sans-serif", 11))
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart, legend.clone(), path)?;
     }
     root.present().map_err(|e| err(&e))
 }

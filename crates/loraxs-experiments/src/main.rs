@@ -41,7 +41,7 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum Table {
-    /// The GLUE table: `--profile quick` (default, ~45 min on 2 CPU cores),
+    /// The GLUE table: `--profile quick` (default, ~42 min on 2 CPU cores),
     /// `standard` (3 seeds, full training sets: hours, resumable),
     /// `ablation` (SVD vs random A/B over ranks), `sweep` (the learning-rate
     /// sweep), `paper` (roberta-large grid, for CUDA), `smoke` (CI).

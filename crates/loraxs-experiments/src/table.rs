@@ -92,7 +92,7 @@ pub const CLEAR_MARGIN: f64 = 2.0;
 
 /// The reference row's value for `task`: the best constant prediction's
 /// headline metric ×100, from the first record that kept it.
-fn reference(records: &[RunRecord], task: GlueTask) -> Option<f64> {
+pub(crate) fn reference(records: &[RunRecord], task: GlueTask) -> Option<f64> {
     records
         .iter()
         .filter(|r| r.config.task == task)
