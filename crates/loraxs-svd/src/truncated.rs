@@ -9,10 +9,14 @@ use crate::{Element, SignConvention, SvdError, krylov, randomized};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum SvdMethod {
-    /// [`SvdMethod::Exact`] for small matrices or large ranks,
-    /// [`SvdMethod::Krylov`] otherwise: both give the top-`r` triplets to
-    /// working precision, Krylov 2–5× faster from a few hundred columns on
-    /// (measured, `docs/results/bench-*.md`).
+    /// [`SvdMethod::Exact`] up to 1,024 on the short side (every encoder
+    /// up to RoBERTa-large) or for large ranks, [`SvdMethod::Krylov`]
+    /// beyond (decoder widths, where the exact SVD costs seconds per
+    /// module). Krylov is 2–5× faster from a few hundred columns on
+    /// (`docs/results/bench-*.md`) but restarted Lanczos can skip a
+    /// singular value inside a cluster (all-MiniLM-L6-v2, layer 0 `value`,
+    /// rank 25: σ21 1.7153 where the exact 21st is 1.7071) and, on f32
+    /// weights at rank 20, ran over 15 minutes without returning.
     #[default]
     Auto,
     /// The full thin SVD (faer's divide and conquer), then truncation.
@@ -34,7 +38,10 @@ pub enum SvdMethod {
     /// Restarted Lanczos bidiagonalisation (faer's matrix-free
     /// `partial_svd`), converged to working precision on the top `r`
     /// triplets. Falls back to [`SvdMethod::Exact`] when the Krylov subspace
-    /// would not be smaller than the matrix.
+    /// would not be smaller than the matrix, or when the triplets have not
+    /// converged after 30 restarts (both recorded by
+    /// [`TruncatedSvd::method`]). See [`SvdMethod::Auto`] for its failures
+    /// on encoder weights.
     Krylov,
 }
 
@@ -97,8 +104,8 @@ impl SvdMethod {
     /// The concrete method [`SvdMethod::Auto`] picks for an `m×n` matrix at
     /// rank `r`; other methods resolve to themselves.
     ///
-    /// Exact is chosen up to 64 on the short side, or when the rank is over
-    /// an eighth of it (there the Krylov subspace is nearly the whole
+    /// Exact is chosen up to 1,024 on the short side, or when the rank is
+    /// over an eighth of it (there the Krylov subspace is nearly the whole
     /// matrix); Krylov otherwise. Auto never picks the randomized method:
     /// it is faster still, but its accuracy depends on how fast the
     /// spectrum decays.
@@ -106,7 +113,7 @@ impl SvdMethod {
         match self {
             SvdMethod::Auto => {
                 let k = rows.min(cols);
-                if k <= 64 || rank * 8 > k {
+                if k <= 1024 || rank * 8 > k {
                     SvdMethod::Exact
                 } else {
                     SvdMethod::Krylov

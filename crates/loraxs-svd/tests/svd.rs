@@ -179,7 +179,10 @@ fn works_in_f32() {
 
 #[test]
 fn auto_resolves_by_size() {
-    assert_eq!(SvdMethod::Auto.resolve(384, 384, 16), SvdMethod::Krylov);
+    // Encoder widths get the exact SVD (Krylov can skip a value in a
+    // cluster: minilm::every_rank_of_the_ablation_factors_minilm).
+    assert_eq!(SvdMethod::Auto.resolve(384, 1536, 16), SvdMethod::Exact);
+    assert_eq!(SvdMethod::Auto.resolve(1024, 4096, 16), SvdMethod::Exact);
     assert_eq!(SvdMethod::Auto.resolve(4096, 4096, 16), SvdMethod::Krylov);
     assert_eq!(SvdMethod::Auto.resolve(4096, 1024, 200), SvdMethod::Exact);
     assert_eq!(SvdMethod::Auto.resolve(64, 1000, 2), SvdMethod::Exact);
