@@ -11,7 +11,7 @@ use loraxs_train::RunRecord;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::table::{best_pair, method_label, reference};
+use crate::table::{best_pair, method_label, reference, training_variant};
 use crate::{ExperimentError, Result};
 
 /// The figure files written for a results file `glue-<profile>.jsonl`:
@@ -84,23 +84,25 @@ fn padded(values: impl Iterator<Item = f64>, min_pad: f64) -> (f64, f64) {
 }
 
 /// The points of the parameters figure: per task, per method family, the
-/// `(trainable adapter values, median dev metric ×100)` of each rank, and
-/// the reference (best constant prediction) per task.
+/// `(trainable adapter values, median dev metric ×100)` of each rank.
 pub type ParamPoints = BTreeMap<GlueTask, BTreeMap<String, Vec<(f64, f64)>>>;
 
 /// Per task and method family, each rank's point: trainable adapter values
 /// and the table's cell value (median over seeds of the best lr pair).
+/// Records that differ in sampler window or dropout are families of their
+/// own (`lora-xs · window 4, dropout 0`), as they are rows of the table.
 pub fn param_points(records: &[RunRecord]) -> ParamPoints {
     // (task, family, rank) → (trainable, runs).
     type Key = (GlueTask, String, usize);
     type Runs = (usize, Vec<(f64, f64, f64)>);
+    let variants: std::collections::BTreeSet<String> = records.iter().map(training_variant).collect();
     let mut runs: BTreeMap<Key, Runs> = BTreeMap::new();
     for r in records {
-        let key = (
-            r.config.task,
-            r.config.adapter.preset_name().to_string(),
-            r.config.adapter.rank,
-        );
+        let family = match variants.len() {
+            0 | 1 => r.config.adapter.preset_name().to_string(),
+            _ => format!("{} · {}", r.config.adapter.preset_name(), training_variant(r)),
+        };
+        let key = (r.config.task, family, r.config.adapter.rank);
         let entry = runs.entry(key).or_insert((r.trainable_adapter, Vec::new()));
         entry
             .1
@@ -243,8 +245,16 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
         if let Some(b) = baseline {
             draw_reference(&mut chart, (x_lo, x_hi), b, path)?;
         }
-        for (family, line) in &families {
-            let c = colour(family);
+        for (i, (family, line)) in families.iter().enumerate() {
+            // A study's variants (`lora-xs · window 4, dropout 0`) share a
+            // method: tell them apart by a palette instead.
+            let (c, label) = match family.split_once(" · ") {
+                Some((method, variant)) => {
+                    let (r, g, b) = Palette99::pick(i).to_rgba().rgb();
+                    (RGBColor(r, g, b), format!("{} · {variant}", family_name(method)))
+                }
+                None => (colour(family), family_name(family).to_string()),
+            };
             let line: Vec<(f64, f64)> = line
                 .iter()
                 .filter(|p| p.0 > 0.0)
@@ -253,7 +263,7 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
             chart
                 .draw_series(LineSeries::new(line.iter().copied(), c.stroke_width(2)))
                 .map_err(|e| err(&e))?
-                .label(family_name(family))
+                .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
             chart
                 .draw_series(line.iter().map(|&p| Circle::new(p, 4, c.filled())))

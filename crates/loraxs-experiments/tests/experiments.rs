@@ -338,7 +338,19 @@ fn runs_that_differ_in_window_or_dropout_are_rows_of_their_own_not_seeds() {
     no_dropout.config.encoder_dropout = Some(0.0);
     let mut wide = record(GlueTask::Stsb, "lora-xs", 4, 0, 1e-2, 0.1);
     wide.config.bucket_window = 50;
-    let table = glue_table("study", &[plain.clone(), no_dropout, wide], &[]);
+    let study = [plain.clone(), no_dropout, wide];
+    let table = glue_table("study", &study, &[]);
+    // The parameters figure keeps them apart too.
+    let points = param_points(&study);
+    let families: Vec<&String> = points[&GlueTask::Stsb].keys().collect();
+    assert_eq!(
+        families,
+        [
+            "lora-xs · window 4, dropout 0",
+            "lora-xs · window 4, dropout model",
+            "lora-xs · window 50, dropout model"
+        ]
+    );
     for row in [
         // The records' reference is 50: 20 and 10 are flagged.
         "| LoRA-XS (r=4) · window 4, dropout model | 384 | 100 | 20.0 (1 seed) ‡ |",
