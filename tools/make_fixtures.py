@@ -15,6 +15,7 @@ with respect to every R and to the word embeddings (see minilm_gradients).
 
 Usage (torch, transformers and safetensors from PyPI):
     python tools/make_fixtures.py MODEL_DIR
+    python tools/make_fixtures.py smollm2 GGUF_FILE   (needs `gguf` from PyPI too)
 where MODEL_DIR holds config.json, model.safetensors and tokenizer.json
 (e.g. datasets/cache/models/all-MiniLM-L6-v2 after `cargo xtask fetch model minilm`).
 """
@@ -38,6 +39,9 @@ PAIRS = [
 
 
 def main() -> None:
+    if sys.argv[1] == "smollm2":
+        smollm2_logits(pathlib.Path(sys.argv[2]))
+        return
     model_dir = pathlib.Path(sys.argv[1])
     out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
     out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +202,60 @@ def minilm_gradients(model, tokenizer, path: pathlib.Path) -> None:
         tensors[f"{name}.lora_xs.R"] = r.detach().float().contiguous()
         tensors[f"{name}.lora_xs.R.grad"] = r.grad.float().contiguous()
     metadata = {"rank": str(GRAD_RANK), "alpha": str(GRAD_ALPHA), "precision": "float64 reference, stored as float32"}
+    save_file(tensors, str(path), metadata=metadata)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+DECODER_PROMPTS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "The capital of France is",
+    "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n",
+]
+# Every 192nd vocabulary id: 256 columns of the logits, enough to compare
+# them everywhere without committing 49,152 floats per token.
+LOGIT_STRIDE = 192
+
+
+def smollm2_logits(gguf_file: pathlib.Path) -> None:
+    """SmolLM2-135M-Instruct (GGUF Q4_1) as transformers dequantises and runs
+    it, in float32 with eager attention: the tokenizer's ids of three
+    prompts, left-padded into one batch (the `generate` convention: position
+    ids count real tokens only), and the logits of every token at every
+    LOGIT_STRIDE-th vocabulary id plus each token's argmax id and logit."""
+    from transformers import AutoModelForCausalLM
+
+    out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in DECODER_PROMPTS]
+    t = max(len(i) for i in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (t - len(i)) + i for i in ids])
+    attention_mask = torch.tensor([[0] * (t - len(i)) + [1] * len(i) for i in ids])
+    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    columns = torch.arange(0, logits.shape[-1], LOGIT_STRIDE)
+    top = logits.max(dim=-1)
+    tensors = {
+        "input_ids": input_ids.to(torch.int64),
+        "attention_mask": attention_mask.to(torch.int64),
+        "columns": columns.to(torch.int64),
+        "logits": logits[:, :, columns].contiguous(),
+        "argmax": top.indices.to(torch.int64),
+        "max": top.values.contiguous(),
+    }
+    import transformers
+
+    metadata = {
+        "prompts": json.dumps(DECODER_PROMPTS),
+        "gguf": gguf_file.name,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+    }
+    path = out / "smollm2_parity.safetensors"
     save_file(tensors, str(path), metadata=metadata)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
 

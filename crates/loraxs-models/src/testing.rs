@@ -69,6 +69,22 @@ pub fn test_model() -> Option<crate::ModelDir> {
     )
 }
 
+/// The default decoder's GGUF file (SmolLM2-135M-Instruct Q4_1, from the
+/// PyPI wheel) under the rule of this module.
+pub fn test_decoder_gguf() -> Option<PathBuf> {
+    let path = crate::fetch::model_folder("smollm2").join(crate::fetch::SMOLLM2_GGUF);
+    let found = if path.is_file() {
+        Ok(path.clone())
+    } else {
+        Err(format!("{} does not exist", path.display()))
+    };
+    require(
+        "SmolLM2-135M-Instruct (GGUF)",
+        found,
+        "Run `cargo xtask fetch model smollm2`.",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

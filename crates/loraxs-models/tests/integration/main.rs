@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod decoder;
 mod flex_copies;
 mod minilm;
 mod parity;

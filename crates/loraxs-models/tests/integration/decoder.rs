@@ -1,0 +1,146 @@
+//! The Llama-family decoder on the real SmolLM2-135M-Instruct (GGUF Q4_1):
+//! parity with transformers (tools/make_fixtures.py `smollm2`, which loads
+//! the same file through the `gguf` package), padded batches, the KV cache.
+
+use burn::backend::Flex;
+use loraxs::interop::tensor_values;
+use loraxs_models::{Decoder, DecoderConfig, KvCache, load_decoder};
+use safetensors::SafeTensors;
+
+const FIXTURE: &[u8] = include_bytes!("../fixtures/smollm2_parity.safetensors");
+
+type B = Flex;
+
+fn ints(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<i64>) {
+    let view = st.tensor(name).unwrap();
+    let v = view
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (view.shape().to_vec(), v)
+}
+
+fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn model() -> Option<(Decoder<B>, DecoderConfig)> {
+    let path = loraxs_models::testing::test_decoder_gguf()?;
+    let (model, config, report) = load_decoder::<B>(&path, &Default::default()).unwrap();
+    assert!(report.unused.is_empty(), "unused tensors: {:?}", report.unused);
+    Some((model, config))
+}
+
+#[test]
+fn smollm2_config_from_gguf_metadata() {
+    let Some(path) = loraxs_models::testing::test_decoder_gguf() else {
+        return;
+    };
+    let file = loraxs_models::gguf::GgufFile::open(&path).unwrap();
+    let c = file.decoder_config().unwrap();
+    assert_eq!(
+        (c.hidden_size, c.intermediate_size, c.num_hidden_layers),
+        (576, 1536, 30)
+    );
+    assert_eq!(
+        (c.num_attention_heads, c.num_key_value_heads, c.head_size()),
+        (9, 3, 64)
+    );
+    assert_eq!((c.vocab_size, c.tie_word_embeddings), (49152, true));
+    assert_eq!(c.rope_base(), 100_000.0);
+    // 7 targets × 30 layers; the HF count of SmolLM2-135M's parameters.
+    assert_eq!(c.linear_modules().len(), 210);
+    assert_eq!(c.total_params(), 134_515_008);
+}
+
+#[test]
+fn smollm2_logits_match_transformers() {
+    let Some((model, _)) = model() else { return };
+    let st = SafeTensors::deserialize(FIXTURE).unwrap();
+    let (shape, ids) = ints(&st, "input_ids");
+    let (_, mask) = ints(&st, "attention_mask");
+    let (_, columns) = ints(&st, "columns");
+    let (_, argmax) = ints(&st, "argmax");
+    let expected = floats(&st, "logits");
+    let maxima = floats(&st, "max");
+    let (n, t) = (shape[0], shape[1]);
+    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+    let mask: Vec<u32> = mask.iter().map(|&x| x as u32).collect();
+    let device = Default::default();
+    let logits = tensor_values(model.forward(&ids, n, &mask, None, &device).unwrap());
+    let vocab = model.vocab_size();
+    let (mut worst, mut compared) = (0.0f32, 0);
+    for b in 0..n {
+        for i in 0..t {
+            if mask[b * t + i] == 0 {
+                continue; // padding rows are not outputs
+            }
+            let row = &logits[(b * t + i) * vocab..(b * t + i + 1) * vocab];
+            for (k, &c) in columns.iter().enumerate() {
+                let e = expected[(b * t + i) * columns.len() + k];
+                worst = worst.max((row[c as usize] - e).abs());
+                compared += 1;
+            }
+            let e = maxima[b * t + i];
+            worst = worst.max((row[argmax[b * t + i] as usize] - e).abs());
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0;
+            assert_eq!(best as i64, argmax[b * t + i], "row {b}, token {i}: argmax");
+        }
+    }
+    eprintln!("smollm2 parity: max |Δ logit| = {worst:.2e} over {compared} logits");
+    assert!(worst <= 1e-3, "max |Δ logit| = {worst}");
+}
+
+#[test]
+fn left_padding_and_the_kv_cache_change_nothing() {
+    let Some((model, _)) = model() else { return };
+    let device = Default::default();
+    let prompt: Vec<u32> = vec![504, 3575, 282, 4649, 314, 216, 36, 40];
+    let alone = tensor_values(model.forward(&prompt, 1, &[1; 8], None, &device).unwrap());
+    let vocab = model.vocab_size();
+
+    // The same prompt left-padded by 3 beside a longer one.
+    let mut ids = vec![2, 2, 2];
+    ids.extend(&prompt);
+    ids.extend([1u32, 9690, 198, 504, 3575, 282, 4649, 314, 216, 36, 40]);
+    let mut mask = vec![0, 0, 0];
+    mask.extend([1u32; 8]);
+    mask.extend([1u32; 11]);
+    let padded = tensor_values(model.forward(&ids, 2, &mask, None, &device).unwrap());
+    let diff = alone
+        .iter()
+        .zip(&padded[3 * vocab..11 * vocab])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "left padding moved a logit by {diff}");
+
+    // Token by token through the cache: the last token's logits agree.
+    let mut cache = KvCache::new(model.layers.len(), 1);
+    let mut last = Vec::new();
+    for i in 0..prompt.len() {
+        let m = vec![1u32; i + 1];
+        last = tensor_values(
+            model
+                .forward(&prompt[i..=i], 1, &m, Some(&mut cache), &device)
+                .unwrap(),
+        );
+    }
+    assert_eq!(cache.len(), prompt.len());
+    let diff = last
+        .iter()
+        .zip(&alone[7 * vocab..])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "cached decoding moved a logit by {diff}");
+}
