@@ -249,8 +249,16 @@ def smollm2_logits(gguf_file: pathlib.Path) -> None:
     }
     import transformers
 
+    chat = [
+        {"role": "user", "content": "What is 12 + 30?"},
+        {"role": "assistant", "content": "12 + 30 = 42.\n#### 42"},
+        {"role": "user", "content": "And 7 × 6?"},
+    ]
     metadata = {
         "prompts": json.dumps(DECODER_PROMPTS),
+        "chat": json.dumps(chat),
+        "chat_rendered": tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
+        "chat_ids": json.dumps(tokenizer(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True), add_special_tokens=False).input_ids),
         "gguf": gguf_file.name,
         "transformers": transformers.__version__,
         "torch": torch.__version__,

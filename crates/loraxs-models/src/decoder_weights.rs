@@ -350,7 +350,7 @@ pub fn load_decoder<B: Backend>(path: &Path, device: &B::Device) -> Result<Loade
 }
 
 /// The one `.gguf` file of a folder, if it has exactly one.
-fn single_gguf(dir: &Path) -> Result<Option<PathBuf>> {
+pub(crate) fn single_gguf(dir: &Path) -> Result<Option<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|source| ModelError::Io {
         path: dir.into(),
         source,

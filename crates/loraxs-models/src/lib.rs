@@ -55,6 +55,8 @@ pub mod testing;
 #[cfg(feature = "burn")]
 mod decoder;
 #[cfg(feature = "burn")]
+mod decoder_tokenizer;
+#[cfg(feature = "burn")]
 mod decoder_weights;
 #[cfg(feature = "burn")]
 mod dropout;
@@ -75,6 +77,10 @@ pub use error::{ModelError, Result};
 #[cfg(feature = "burn")]
 pub use decoder::{Decoder, DecoderLayer, KvCache, RmsNorm, WeightSource, check_supported};
 #[cfg(feature = "burn")]
+pub use decoder_tokenizer::{
+    folder_causal_tokenizer, gguf_causal_tokenizer, gguf_tokenizer_json, load_causal_tokenizer,
+};
+#[cfg(feature = "burn")]
 pub use decoder_weights::{
     GgufWeights, LoadedDecoder, ShardedWeights, gguf_name, load_decoder, unpermute_rows,
 };
@@ -87,7 +93,10 @@ pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput
 #[cfg(feature = "burn")]
 pub use loraxs_kernels::{KernelAutodiffBackend, KernelBackend, tune_allocator};
 #[cfg(feature = "burn")]
-pub use loraxs_tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch, TokenSequence, TokenizerError};
+pub use loraxs_tokenizer::{
+    CausalTokenizer, ChatMessage, DEFAULT_MAX_LENGTH, SpecialTokens, TextTokenizer, TokenBatch,
+    TokenSequence, TokenizerError,
+};
 #[cfg(feature = "burn")]
 pub use model_dir::ModelDir;
 #[cfg(feature = "burn")]

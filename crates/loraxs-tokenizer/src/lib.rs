@@ -1,6 +1,8 @@
 //! Text to token ids: a Hugging Face `tokenizer.json` (through the
 //! `tokenizers` crate, without network features) with truncation to a
-//! maximum length and dynamic padding into [`TokenBatch`]es.
+//! maximum length and dynamic padding into [`TokenBatch`]es for encoders,
+//! and [`CausalTokenizer`] for decoders (stop tokens, Jinja chat templates
+//! through `minijinja`).
 //!
 //! It sits below both the models (which turn a batch into tensors) and the
 //! data crate (which tokenises a dataset once and batches it many times),
@@ -18,10 +20,12 @@
 
 #![warn(missing_docs)]
 
+mod causal;
 mod tokenizer;
 
 use std::path::PathBuf;
 
+pub use causal::{CausalTokenizer, ChatMessage, SpecialTokens, render_chat};
 pub use tokenizer::{DEFAULT_MAX_LENGTH, TextTokenizer, TokenBatch, TokenSequence};
 
 /// What went wrong loading a tokenizer or tokenising text.

@@ -144,3 +144,39 @@ fn left_padding_and_the_kv_cache_change_nothing() {
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-4, "cached decoding moved a logit by {diff}");
 }
+
+#[test]
+fn smollm2_tokenizer_and_chat_template_from_gguf_match_transformers() {
+    let Some(path) = loraxs_models::testing::test_decoder_gguf() else {
+        return;
+    };
+    let tokenizer = loraxs_models::load_causal_tokenizer(&path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(FIXTURE).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    let st = SafeTensors::deserialize(FIXTURE).unwrap();
+    let (shape, ids) = ints(&st, "input_ids");
+    let (_, mask) = ints(&st, "attention_mask");
+    let prompts: Vec<String> = serde_json::from_str(&meta["prompts"]).unwrap();
+    let t = shape[1];
+    for (b, prompt) in prompts.iter().enumerate() {
+        let expected: Vec<u32> = (0..t)
+            .filter(|&i| mask[b * t + i] == 1)
+            .map(|i| ids[b * t + i] as u32)
+            .collect();
+        let got = tokenizer.encode(prompt).unwrap();
+        assert_eq!(got, expected, "prompt {b}: {prompt:?}");
+        assert_eq!(&tokenizer.decode(&got, false).unwrap(), prompt);
+    }
+    let chat: Vec<loraxs_models::ChatMessage> = serde_json::from_str::<Vec<serde_json::Value>>(&meta["chat"])
+        .unwrap()
+        .iter()
+        .map(|m| loraxs_models::ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    let rendered = tokenizer.apply_chat_template(&chat, true).unwrap();
+    assert_eq!(rendered, meta["chat_rendered"]);
+    let chat_ids: Vec<u32> = serde_json::from_str(&meta["chat_ids"]).unwrap();
+    assert_eq!(tokenizer.encode(&rendered).unwrap(), chat_ids);
+    // `<|im_end|>` ends generation; padding is its own token.
+    assert_eq!(tokenizer.stop_ids(), [2]);
+    assert_eq!(tokenizer.decode(&[2], false).unwrap(), "<|im_end|>");
+}
