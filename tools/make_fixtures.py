@@ -214,6 +214,8 @@ DECODER_PROMPTS = [
 # Every 192nd vocabulary id: 256 columns of the logits, enough to compare
 # them everywhere without committing 49,152 floats per token.
 LOGIT_STRIDE = 192
+# Greedy continuation of each prompt by `generate` (left-padded batch).
+GREEDY_TOKENS = 24
 
 
 def smollm2_logits(gguf_file: pathlib.Path) -> None:
@@ -221,7 +223,9 @@ def smollm2_logits(gguf_file: pathlib.Path) -> None:
     it, in float32 with eager attention: the tokenizer's ids of three
     prompts, left-padded into one batch (the `generate` convention: position
     ids count real tokens only), and the logits of every token at every
-    LOGIT_STRIDE-th vocabulary id plus each token's argmax id and logit."""
+    LOGIT_STRIDE-th vocabulary id plus each token's argmax id and logit;
+    `generate`'s greedy continuation of the batch (GREEDY_TOKENS, padded
+    after the end-of-sequence token); a chat rendered by the template."""
     from transformers import AutoModelForCausalLM
 
     out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
@@ -237,6 +241,11 @@ def smollm2_logits(gguf_file: pathlib.Path) -> None:
     position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    with torch.no_grad():
+        greedy = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=GREEDY_TOKENS, do_sample=False,
+            pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+        )[:, t:]
     columns = torch.arange(0, logits.shape[-1], LOGIT_STRIDE)
     top = logits.max(dim=-1)
     tensors = {
@@ -246,6 +255,7 @@ def smollm2_logits(gguf_file: pathlib.Path) -> None:
         "logits": logits[:, :, columns].contiguous(),
         "argmax": top.indices.to(torch.int64),
         "max": top.values.contiguous(),
+        "greedy": greedy.to(torch.int64).contiguous(),
     }
     import transformers
 

@@ -91,6 +91,9 @@ pub struct Decoder<B: Backend> {
     pub inv_freq: Vec<f64>,
     /// Linear rotary scaling: positions are divided by this.
     pub position_scale: f64,
+    /// The context length (`max_position_embeddings`): longer inputs are
+    /// refused.
+    pub max_positions: usize,
 }
 
 /// Keys and values of earlier tokens, per layer (after the rotation), for
@@ -282,6 +285,7 @@ impl<B: Backend> Decoder<B> {
                 lm_head,
                 inv_freq,
                 position_scale,
+                max_positions: config.max_position_embeddings,
             },
             report,
         ))
@@ -327,6 +331,12 @@ impl<B: Backend> Decoder<B> {
             None => 0,
         };
         let keys = past + t;
+        if keys > self.max_positions {
+            return Err(ModelError::Input(format!(
+                "{keys} tokens (cached {past} + new {t}) exceed the model's context of {} tokens",
+                self.max_positions
+            )));
+        }
         if attention_mask.len() != batch * keys {
             return Err(ModelError::Input(format!(
                 "attention_mask has {} values, expected batch {batch} × (cached {past} + new {t})",

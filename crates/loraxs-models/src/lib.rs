@@ -63,6 +63,8 @@ mod dropout;
 #[cfg(feature = "burn")]
 mod encoder;
 #[cfg(feature = "burn")]
+mod generate;
+#[cfg(feature = "burn")]
 mod model_dir;
 #[cfg(feature = "burn")]
 mod progress;
@@ -88,6 +90,8 @@ pub use decoder_weights::{
 pub use dropout::{FastDropout, dropout_mask, seed_dropout};
 #[cfg(feature = "burn")]
 pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput};
+#[cfg(feature = "burn")]
+pub use generate::{FinishReason, Generated, GenerationConfig, generate};
 /// The backends the encoder runs on: any burn backend with the fused
 /// kernels of `loraxs-kernels` (Flex, NdArray, CUDA, and `Autodiff` of each).
 #[cfg(feature = "burn")]

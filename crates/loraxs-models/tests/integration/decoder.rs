@@ -180,3 +180,70 @@ fn smollm2_tokenizer_and_chat_template_from_gguf_match_transformers() {
     assert_eq!(tokenizer.stop_ids(), [2]);
     assert_eq!(tokenizer.decode(&[2], false).unwrap(), "<|im_end|>");
 }
+
+#[test]
+fn smollm2_greedy_generation_matches_transformers_cached_or_not() {
+    let Some((model, _)) = model() else { return };
+    let st = SafeTensors::deserialize(FIXTURE).unwrap();
+    let (shape, ids) = ints(&st, "input_ids");
+    let (_, mask) = ints(&st, "attention_mask");
+    let (gshape, greedy) = ints(&st, "greedy");
+    let t = shape[1];
+    let prompts: Vec<Vec<u32>> = (0..shape[0])
+        .map(|b| {
+            (0..t)
+                .filter(|&i| mask[b * t + i] == 1)
+                .map(|i| ids[b * t + i] as u32)
+                .collect()
+        })
+        .collect();
+    let device = Default::default();
+    let config = loraxs_models::GenerationConfig {
+        max_new_tokens: gshape[1],
+        stop_ids: vec![2],
+        ..Default::default()
+    };
+    let cached = loraxs_models::generate(&model, &prompts, 2, &config, &device).unwrap();
+    for (b, tokens) in cached.tokens.iter().enumerate() {
+        let expected: Vec<u32> = greedy[b * gshape[1]..(b + 1) * gshape[1]]
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        assert_eq!(tokens, &expected, "prompt {b}: greedy tokens");
+        assert_eq!(cached.finish[b], loraxs_models::FinishReason::Length);
+    }
+    let uncached = loraxs_models::GenerationConfig {
+        use_cache: false,
+        max_new_tokens: 8,
+        ..config.clone()
+    };
+    let again = loraxs_models::generate(&model, &prompts, 2, &uncached, &device).unwrap();
+    for (a, b) in again.tokens.iter().zip(&cached.tokens) {
+        assert_eq!(a[..], b[..8], "cached and uncached decoding differ");
+    }
+    // One prompt alone gives what it gave in the padded batch.
+    let alone = loraxs_models::generate(&model, &prompts[1..2], 2, &config, &device).unwrap();
+    assert_eq!(alone.tokens[0], cached.tokens[1]);
+}
+
+#[test]
+fn decoder_refuses_what_it_cannot_run() {
+    let Some((model, _)) = model() else { return };
+    let device = Default::default();
+    let long = vec![vec![504u32; 8190]];
+    let config = loraxs_models::GenerationConfig {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
+    let e = loraxs_models::generate(&model, &long, 2, &config, &device).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the longest prompt (8190 tokens) plus max_new_tokens (10) exceeds the model's context of 8192 tokens"
+    );
+    let e = loraxs_models::generate(&model, &[vec![]], 2, &config, &device).unwrap_err();
+    assert_eq!(e.to_string(), "prompt 0 is empty");
+    let e = model.forward(&[49152], 1, &[1], None, &device).unwrap_err();
+    assert_eq!(e.to_string(), "token id 49152 is outside the vocabulary of 49152");
+    let e = model.forward(&[1, 2], 1, &[1], None, &device).unwrap_err();
+    assert!(e.to_string().starts_with("attention_mask has 1 values"), "{e}");
+}
