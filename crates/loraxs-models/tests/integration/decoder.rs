@@ -247,3 +247,62 @@ fn decoder_refuses_what_it_cannot_run() {
     let e = model.forward(&[1, 2], 1, &[1], None, &device).unwrap_err();
     assert!(e.to_string().starts_with("attention_mask has 1 values"), "{e}");
 }
+
+/// The decoder's adaptable linears are exactly what `DecoderConfig` (and
+/// so `cargo xtask params`) lists, and LoRA-XS with the paper's decoder
+/// recipe (7 targets, r = 64, alpha = r) trains 7 × layers × r² values,
+/// leaves the model unchanged at R = 0 and merges into the same function.
+#[test]
+fn lora_xs_on_smollm2_counts_what_params_counts() {
+    use loraxs::{AdapterConfig, RInit, TargetModules, linear_layers, param_count};
+    let Some((model, config)) = model() else { return };
+    let listed: Vec<(String, loraxs::ModuleShape)> = config
+        .linear_modules()
+        .into_iter()
+        .map(|m| (m.name, m.shape))
+        .collect();
+    let instantiated: Vec<(String, loraxs::ModuleShape)> = linear_layers(&model)
+        .into_iter()
+        .map(|(n, s, _)| (n, s))
+        .collect();
+    assert_eq!(instantiated, listed);
+
+    let device = Default::default();
+    let prompt: Vec<u32> = vec![504, 3575, 282, 4649, 314];
+    let base = tensor_values(model.forward(&prompt, 1, &[1; 5], None, &device).unwrap());
+    let recipe = AdapterConfig::lora_xs(64)
+        .with_alpha(64.0)
+        .with_targets(TargetModules::paper_decoder());
+    let adapted = loraxs::inject(model, &recipe.clone().with_r_init(RInit::Zeros)).unwrap();
+    assert_eq!(adapted.report.modules.len(), 7 * 30);
+    let count = param_count(&adapted.model, Some(&recipe));
+    assert_eq!(count.adapter, 7 * 30 * 64 * 64);
+    let formula: usize = listed
+        .iter()
+        .filter(|(n, _)| recipe.targets.matches(n))
+        .map(|(_, s)| recipe.method.spec().trainable_values(*s, 64))
+        .sum();
+    assert_eq!(count.adapter, formula);
+    let zero = tensor_values(adapted.model.forward(&prompt, 1, &[1; 5], None, &device).unwrap());
+    assert_eq!(zero, base, "R = 0 must give exactly the base model");
+
+    // A random R changes the output; merging W' = W + s·BRA keeps it.
+    let (fresh, _, _) =
+        load_decoder::<B>(&loraxs_models::testing::test_decoder_gguf().unwrap(), &device).unwrap();
+    let adapted = loraxs::inject(fresh, &recipe.clone().with_r_init(RInit::Gaussian { std: 0.02 })).unwrap();
+    let unmerged = tensor_values(adapted.model.forward(&prompt, 1, &[1; 5], None, &device).unwrap());
+    let merged_model = adapted.merge::<B>().model;
+    let merged = tensor_values(merged_model.forward(&prompt, 1, &[1; 5], None, &device).unwrap());
+    let moved = unmerged
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let drift = unmerged
+        .iter()
+        .zip(&merged)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(moved > 1e-2, "a random R moved no logit ({moved})");
+    assert!(drift < 2e-3, "merging moved a logit by {drift}");
+}
