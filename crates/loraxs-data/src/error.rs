@@ -1,4 +1,4 @@
-//! Errors of reading GLUE files.
+//! Errors of reading data files (GLUE TSVs, math JSON).
 
 use std::path::PathBuf;
 
@@ -79,6 +79,26 @@ pub enum DataError {
         path: PathBuf,
         /// 1-based line number.
         line: usize,
+    },
+    /// A row (a JSON line) is malformed or lacks what it must hold.
+    #[error("{}:{line}: {reason}", path.display())]
+    Row {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// An element of a JSON-array file is malformed.
+    #[error("{}: element {index}: {reason}", path.display())]
+    Element {
+        /// The file.
+        path: PathBuf,
+        /// 1-based position in the array.
+        index: usize,
+        /// What is wrong, naming the field.
+        reason: String,
     },
     /// The file has no data rows.
     #[error("{}: no data rows", path.display())]

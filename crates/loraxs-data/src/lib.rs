@@ -1,5 +1,6 @@
 //! GLUE in its original TSV layout: reading every task with row-level
-//! checks, tokenising and batching, and the GLUE metrics.
+//! checks, tokenising and batching, and the GLUE metrics; math word
+//! problems (GSM8K, MetaMathQA) with answer extraction ([`math`]).
 //!
 //! ```
 //! use loraxs_data::{GlueTask, Label, Metric, parse};
@@ -19,6 +20,7 @@
 
 mod batch;
 mod error;
+pub mod math;
 pub mod metrics;
 mod task;
 mod tsv;
