@@ -61,7 +61,13 @@ fn example(v: &Value, format: MathFormat, path: &Path, line: usize) -> Result<Ma
     let response = field(v, r, path, line)?.to_string();
     let answer = match response.rfind(marker) {
         Some(i) => response[i + marker.len()..].trim().to_string(),
-        None => return Err(bad(path, line, format!("`{r}` has no final-answer marker `{marker}`"))),
+        None => {
+            return Err(bad(
+                path,
+                line,
+                format!("`{r}` has no final-answer marker `{marker}`"),
+            ));
+        }
     };
     if answer.is_empty() {
         return Err(bad(path, line, format!("`{r}` has nothing after `{marker}`")));
@@ -102,7 +108,11 @@ pub fn parse_math(text: &str, format: MathFormat, path: &Path) -> Result<Vec<Mat
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
         if line.trim().is_empty() {
-            return Err(bad(path, n, "empty line (expected one JSON object per line)".into()));
+            return Err(bad(
+                path,
+                n,
+                "empty line (expected one JSON object per line)".into(),
+            ));
         }
         let v: Value = serde_json::from_str(line).map_err(|e| bad(path, n, format!("not JSON: {e}")))?;
         out.push(example(&v, format, path, n)?);
@@ -164,11 +174,7 @@ fn first_number(s: &str) -> Option<f64> {
             digits.push(c);
         } else if c == ',' && j + 1 < chars.len() && chars[j + 1].is_ascii_digit() {
             // thousands separator
-        } else if c == '.'
-            && j + 1 < chars.len()
-            && chars[j + 1].is_ascii_digit()
-            && !digits.contains('.')
-        {
+        } else if c == '.' && j + 1 < chars.len() && chars[j + 1].is_ascii_digit() && !digits.contains('.') {
             digits.push('.');
         } else {
             break;
@@ -212,9 +218,20 @@ mod tests {
         let ok = "{\"question\": \"q\", \"answer\": \"a\\n#### 3\"}\n";
         assert_eq!(parse_math(ok, MathFormat::Gsm8k, p).unwrap()[0].answer, "3");
         let e = parse_math(&format!("{ok}\n{ok}"), MathFormat::Gsm8k, p).unwrap_err();
-        assert_eq!(e.to_string(), "t.jsonl:2: empty line (expected one JSON object per line)");
-        let e = parse_math("{\"question\": \"q\", \"answer\": \"no marker\"}", MathFormat::Gsm8k, p).unwrap_err();
-        assert_eq!(e.to_string(), "t.jsonl:1: `answer` has no final-answer marker `####`");
+        assert_eq!(
+            e.to_string(),
+            "t.jsonl:2: empty line (expected one JSON object per line)"
+        );
+        let e = parse_math(
+            "{\"question\": \"q\", \"answer\": \"no marker\"}",
+            MathFormat::Gsm8k,
+            p,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.jsonl:1: `answer` has no final-answer marker `####`"
+        );
         let e = parse_math("{\"question\": \"q\"}", MathFormat::Gsm8k, p).unwrap_err();
         assert_eq!(e.to_string(), "t.jsonl:1: no `answer` field");
         let e = parse_math("{\"question\": \"q\", ", MathFormat::Gsm8k, p).unwrap_err();

@@ -6,7 +6,9 @@ use loraxs_data::math::{MathFormat, exact_match, extract_answer, gsm8k_path, rea
 
 #[test]
 fn gsm8k_reads_and_its_answers_extract() {
-    let Some(dir) = loraxs_models::testing::test_data_dir() else { return };
+    let Some(dir) = loraxs_models::testing::test_data_dir() else {
+        return;
+    };
     for (split, rows) in [("train", 7473), ("test", 1319)] {
         let examples = read_math(&gsm8k_path(&dir, split), MathFormat::Gsm8k).unwrap();
         assert_eq!(examples.len(), rows, "{split}");

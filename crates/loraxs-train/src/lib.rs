@@ -17,6 +17,7 @@
 //! ```
 
 mod config;
+mod engine;
 mod error;
 mod optim;
 mod record;
@@ -26,7 +27,7 @@ mod trainer;
 pub use config::{DEFAULT_BUCKET_WINDOW, RunConfig};
 pub use error::TrainError;
 pub use record::{EpochRecord, Metrics, RunRecord};
-pub use schedule::LinearSchedule;
+pub use schedule::{CosineSchedule, LinearSchedule, Schedule};
 pub use trainer::{
     StepInfo, StepObserver, TrainOptions, best_epoch, constant_baseline, epoch_batches, evaluate, predict,
     score, subset_indices, train,

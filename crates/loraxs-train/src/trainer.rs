@@ -1,28 +1,27 @@
-//! The training loop: AdamW with separate adapter and head learning rates
-//! (weight decay spares biases and LayerNorm parameters, as in Hugging
-//! Face's `Trainer`), linear schedule with warm-up, evaluation after each
-//! epoch, a checkpoint after each epoch, and exact resume.
+//! GLUE fine-tuning on the shared loop (`engine`): AdamW with separate
+//! adapter and head learning rates (weight decay spares biases and
+//! LayerNorm parameters, as in Hugging Face's `Trainer`), linear schedule
+//! with warm-up, evaluation after each epoch, a checkpoint after each
+//! epoch, and exact resume.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use loraxs::interop::tensor_values;
 use loraxs::{AdapterFile, SaveOptions};
 use loraxs_data::{GlueTask, Label, LabelledBatch, Metric, Split, TokenizedSet, read_split};
 use loraxs_heads::{HeadConfig, SequenceClassifier};
 use loraxs_models::{KernelAutodiffBackend, KernelBackend, ModelDir};
-use serde::{Deserialize, Serialize};
 
+use crate::engine::{self, ADAPTER_FILE, CheckpointState, Job, MicroLoss, Plan, resume_state};
 use crate::optim::{Optimizers, ParamGroups};
 use crate::record::{EpochRecord, Metrics, RunRecord};
-use crate::{LinearSchedule, RunConfig, TrainError};
+use crate::{LinearSchedule, RunConfig, Schedule, TrainError};
 
 /// What one optimiser step did, as passed to a [`StepObserver`].
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +61,7 @@ pub struct StepInfo {
 /// # let _ = options;
 /// ```
 #[derive(Clone)]
-pub struct StepObserver(Arc<dyn Fn(&StepInfo) + Send + Sync>);
+pub struct StepObserver(pub(crate) Arc<dyn Fn(&StepInfo) + Send + Sync>);
 
 impl StepObserver {
     /// Wraps a callback.
@@ -98,19 +97,56 @@ pub struct TrainOptions {
     pub on_step: Option<StepObserver>,
 }
 
-/// Progress saved with each checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointState {
-    key: String,
-    epochs_done: usize,
-    history: Vec<EpochRecord>,
-    train_seconds: f64,
-    wall_seconds: f64,
-    examples_seen: usize,
+/// GLUE fine-tuning as a job of the shared loop: one micro-batch per step.
+struct GlueJob<'a, B: KernelAutodiffBackend> {
+    config: &'a RunConfig,
+    train_set: TokenizedSet,
+    dev_sets: Vec<(Split, TokenizedSet)>,
+    device: &'a B::Device,
 }
 
-const ADAPTER_FILE: &str = "adapter.safetensors";
-const STATE_FILE: &str = "state.json";
+impl<B: KernelAutodiffBackend> Job<B> for GlueJob<'_, B> {
+    type Model = SequenceClassifier<B>;
+
+    fn epoch_steps(&self, epoch: usize) -> Vec<Vec<Vec<usize>>> {
+        epoch_order(self.config, &self.train_set, epoch)
+            .into_iter()
+            .map(|batch| vec![batch])
+            .collect()
+    }
+
+    fn loss(
+        &self,
+        model: &Self::Model,
+        micro: &[usize],
+        _: &[Vec<usize>],
+    ) -> Result<MicroLoss<B>, TrainError> {
+        let batch = self.train_set.batch(micro);
+        let input = model.encoder.input(&batch.tokens, self.device)?;
+        let logits = model.forward(input);
+        Ok(MicroLoss {
+            loss: loss::<B>(model, logits, &batch.labels, self.config.task, self.device),
+            tokens: 0,
+        })
+    }
+
+    fn evaluate(&self, model: &SequenceClassifier<B::InnerBackend>) -> Result<Metrics, TrainError> {
+        let mut metrics = Metrics::new();
+        for (split, set) in &self.dev_sets {
+            let suffix = if *split == Split::DevMismatched { "_mm" } else { "" };
+            for (name, value) in evaluate(model, set, self.config.task, self.device)? {
+                metrics.insert(format!("{name}{suffix}"), value);
+            }
+        }
+        Ok(metrics)
+    }
+
+    fn adapter_file(&self, model: &Self::Model) -> Result<AdapterFile, TrainError> {
+        let mut file = AdapterFile::from_model(&model.encoder, &self.config.adapter, SaveOptions::default())?;
+        model.head.store(&mut file)?;
+        Ok(file)
+    }
+}
 
 /// Trains and evaluates one run on backend `B`. Returns `Ok(None)` when
 /// `stop_after_epochs` stopped it early (a checkpoint is on disk).
@@ -138,10 +174,7 @@ pub fn train<B: KernelAutodiffBackend>(
 
     // Model: adapted encoder and head, from scratch or from the checkpoint.
     let checkpoint = options.checkpoint_dir.as_ref().map(|d| d.join(config.key()));
-    let resume_state = match (&checkpoint, options.resume) {
-        (Some(dir), true) if dir.join(STATE_FILE).is_file() => Some(read_state(dir)?),
-        _ => None,
-    };
+    let resume_state = resume_state(checkpoint.as_ref(), options.resume)?;
     let (mut encoder, _) = model_dir.encoder::<B>(device)?;
     if let Some(p) = config.encoder_dropout {
         encoder = encoder.with_dropout(p, p);
@@ -149,7 +182,7 @@ pub fn train<B: KernelAutodiffBackend>(
     let mut head_config = HeadConfig::new(config.head, encoder.hidden_size(), task.num_labels());
     head_config.seed = config.seed;
     let head = head_config.init::<B>(device);
-    let (mut model, mut optims, state) = match resume_state {
+    let (model, optims, state) = match resume_state {
         Some(state) => {
             let dir = checkpoint.as_ref().expect("resume needs a checkpoint folder");
             let path = dir.join(ADAPTER_FILE);
@@ -159,17 +192,8 @@ pub fn train<B: KernelAutodiffBackend>(
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
             let model = SequenceClassifier { encoder, head };
-            let optims = optimizers(config, &model).load(|group| {
-                let path = dir.join(group.file_stem());
-                recorder
-                    .load(path.clone(), device)
-                    .map_err(|e| TrainError::Checkpoint {
-                        path: path.with_extension("bin"),
-                        reason: e.to_string(),
-                    })
-            })?;
+            let optims = load_optimizers(optimizers(config, &model), dir, device)?;
             (model, optims, state)
         }
         None => {
@@ -193,142 +217,58 @@ pub fn train<B: KernelAutodiffBackend>(
                 }
                 None => loraxs_models::inject_with_bar(encoder, &config.adapter, options.quiet)?.model,
             };
-            let state = CheckpointState {
-                key: config.key(),
-                epochs_done: 0,
-                history: Vec::new(),
-                train_seconds: 0.0,
-                wall_seconds: 0.0,
-                examples_seen: 0,
-            };
             let model = SequenceClassifier { encoder, head };
             let optims = optimizers(config, &model);
-            (model, optims, state)
+            (model, optims, CheckpointState::fresh(config.key()))
         }
     };
-    let mut state = state;
-    if state.key != config.key() {
-        return Err(TrainError::Checkpoint {
-            path: checkpoint.unwrap_or_default(),
-            reason: format!(
-                "checkpoint belongs to run `{}`, not `{}`",
-                state.key,
-                config.key()
-            ),
-        });
-    }
     let counts = model.param_count(Some(&config.adapter));
 
     let steps_per_epoch = steps_per_epoch(config, train_set.len());
     let total_steps = steps_per_epoch * config.epochs;
-    let adapter_schedule = LinearSchedule::new(config.lr, config.warmup_ratio, total_steps);
-    let head_schedule = LinearSchedule::new(config.head_lr, config.warmup_ratio, total_steps);
+    let plan = Plan {
+        key: config.key(),
+        epochs: config.epochs,
+        steps_per_epoch,
+        seed: config.seed,
+        adapter_schedule: Schedule::Linear(LinearSchedule::new(config.lr, config.warmup_ratio, total_steps)),
+        head_schedule: Schedule::Linear(LinearSchedule::new(
+            config.head_lr,
+            config.warmup_ratio,
+            total_steps,
+        )),
+        label: format!(
+            "{} {} r={}",
+            task.name(),
+            config.adapter.method.name(),
+            config.adapter.rank
+        ),
+    };
+    let train_examples = train_set.len();
+    let job = GlueJob::<B> {
+        config,
+        train_set,
+        dev_sets,
+        device,
+    };
     let wall_before = state.wall_seconds;
-    for (epochs_this_call, epoch) in (state.epochs_done..config.epochs).enumerate() {
-        if options.stop_after_epochs.is_some_and(|n| epochs_this_call >= n) {
-            return Ok(None);
-        }
-        // Reseeding per epoch makes an epoch's dropout masks depend only on
-        // (seed, epoch): a resumed run replays exactly what an
-        // uninterrupted one would have done.
-        let epoch_seed = config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
-        B::seed(device, epoch_seed);
-        loraxs_models::seed_dropout(epoch_seed);
-        let batches = epoch_order(config, &train_set, epoch);
-        let bar = progress(
-            options.quiet,
-            steps_per_epoch,
-            &format!(
-                "{} {} epoch {}",
-                task.name(),
-                config.adapter.method.name(),
-                epoch + 1
-            ),
-        );
-        let started = Instant::now();
-        let mut loss_sum = 0.0;
-        let mut examples = 0;
-        let mut step_losses = Vec::with_capacity(steps_per_epoch);
-        for (i, indices) in batches.iter().take(steps_per_epoch).enumerate() {
-            let step = epoch * steps_per_epoch + i;
-            let (lr, head_lr) = (adapter_schedule.at(step), head_schedule.at(step));
-            let batch = train_set.batch(indices);
-            let input = model.encoder.input(&batch.tokens, device)?;
-            let logits = model.forward(input);
-            let loss = loss::<B>(&model, logits, &batch.labels, task, device);
-            let value = tensor_values(loss.clone())[0] as f64;
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch: epoch + 1,
-                    step: step + 1,
-                    lr,
-                    head_lr,
-                    loss: value,
-                });
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optims.step(model, grads, lr, head_lr);
-            if let Some(observer) = &options.on_step {
-                (observer.0)(&StepInfo {
-                    epoch: epoch + 1,
-                    step,
-                    total_steps,
-                    lr,
-                    head_lr,
-                    loss: value,
-                    examples: indices.len(),
-                    indices: indices.clone(),
-                });
-            }
-            step_losses.push(value as f32);
-            loss_sum += value * indices.len() as f64;
-            examples += indices.len();
-            bar.set_message(format!(
-                "loss {:.4} lr {lr:.2e} {:.1} ex/s",
-                loss_sum / examples as f64,
-                examples as f64 / started.elapsed().as_secs_f64()
-            ));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        state.train_seconds += started.elapsed().as_secs_f64();
-        state.examples_seen += examples;
-
-        let valid = model.valid();
-        let mut metrics = Metrics::new();
-        for (split, set) in &dev_sets {
-            let suffix = if *split == Split::DevMismatched { "_mm" } else { "" };
-            for (name, value) in evaluate(&valid, set, task, device)? {
-                metrics.insert(format!("{name}{suffix}"), value);
-            }
-        }
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            train_loss: loss_sum / examples.max(1) as f64,
-            metrics,
-            step_losses,
-        };
-        if !options.quiet {
-            eprintln!(
-                "{} {} r={} epoch {}: {:?}",
-                task.name(),
-                config.adapter.method.name(),
-                config.adapter.rank,
-                epoch + 1,
-                record.metrics
-            );
-        }
-        state.history.push(record);
-        state.epochs_done = epoch + 1;
-        state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
-        if let Some(dir) = &checkpoint {
-            save_checkpoint(dir, config, &model, &optims, &state)?;
-        }
-    }
+    let Some((_, state)) = engine::run(
+        &job,
+        &plan,
+        model,
+        optims,
+        state,
+        checkpoint.as_deref(),
+        options,
+        device,
+    )?
+    else {
+        return Ok(None);
+    };
 
     let headline = task.metrics()[0].name();
     let mut reference = Metrics::new();
-    for (split, set) in &dev_sets {
+    for (split, set) in &job.dev_sets {
         let suffix = if *split == Split::DevMismatched { "_mm" } else { "" };
         for (name, value) in constant_baseline(task, &set.labels)? {
             reference.insert(format!("{name}{suffix}"), value);
@@ -348,7 +288,7 @@ pub fn train<B: KernelAutodiffBackend>(
         metric: headline.to_string(),
         trainable_adapter: counts.adapter,
         trainable_head: counts.head,
-        train_examples: train_set.len(),
+        train_examples,
         wall_seconds: wall_before + wall.elapsed().as_secs_f64(),
         examples_per_second: state.examples_seen as f64 / state.train_seconds.max(1e-9),
         backend: options.backend.clone(),
@@ -356,6 +296,24 @@ pub fn train<B: KernelAutodiffBackend>(
         git_commit: options.git_commit.clone(),
         constant_baseline: reference,
     }))
+}
+
+/// Restores each optimiser group's state from `dir`.
+pub(crate) fn load_optimizers<B: AutodiffBackend, M: AutodiffModule<B>>(
+    optims: Optimizers<B, M>,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Optimizers<B, M>, TrainError> {
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    optims.load(|group| {
+        let path = dir.join(group.file_stem());
+        recorder
+            .load(path.clone(), device)
+            .map_err(|e| TrainError::Checkpoint {
+                path: path.with_extension("bin"),
+                reason: e.to_string(),
+            })
+    })
 }
 
 /// The training examples of a run (its seeded `train_subset`), tokenised.
@@ -627,69 +585,6 @@ fn subset_order(n: usize, seed: u64) -> Vec<usize> {
         .into_iter()
         .flatten()
         .collect()
-}
-
-fn progress(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(len as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {elapsed} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
-}
-
-fn read_state(dir: &Path) -> Result<CheckpointState, TrainError> {
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Checkpoint {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-        path,
-        reason: e.to_string(),
-    })
-}
-
-/// Writes adapter + head, both optimisers' state and the progress, each
-/// through a temporary file renamed into place; the state file goes last,
-/// so a run killed mid-save resumes from the previous complete checkpoint.
-fn save_checkpoint<B: AutodiffBackend>(
-    dir: &Path,
-    config: &RunConfig,
-    model: &SequenceClassifier<B>,
-    optims: &Optimizers<B, SequenceClassifier<B>>,
-    state: &CheckpointState,
-) -> Result<(), TrainError> {
-    let fail = |path: &Path, e: &dyn std::fmt::Display| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail(dir, &e))?;
-    let mut file = AdapterFile::from_model(&model.encoder, &config.adapter, SaveOptions::default())?;
-    model.head.store(&mut file)?;
-    file.save(dir.join(ADAPTER_FILE))?;
-    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    for (group, record) in optims.records() {
-        let name = group.file_stem();
-        // The recorder sets the `.bin` extension itself.
-        let tmp = dir.join(format!("{name}-partial"));
-        recorder.record(record, tmp.clone()).map_err(|e| fail(&tmp, &e))?;
-        std::fs::rename(tmp.with_extension("bin"), dir.join(format!("{name}.bin")))
-            .map_err(|e| fail(dir, &e))?;
-    }
-    let tmp = dir.join("state.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_string_pretty(state).expect("state serialises"),
-    )
-    .map_err(|e| fail(&tmp, &e))?;
-    std::fs::rename(&tmp, dir.join(STATE_FILE)).map_err(|e| fail(dir, &e))
 }
 
 #[cfg(test)]
