@@ -23,7 +23,8 @@ pub struct MathExample {
 }
 
 /// Which file layout to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MathFormat {
     /// GSM8K: `question`, `answer` (ending `#### N`).
     Gsm8k,
@@ -185,6 +186,24 @@ fn first_number(s: &str) -> Option<f64> {
     Some(if negative { -v } else { v })
 }
 
+/// A GSM8K solution without its calculator annotations (`<<16-3-4=9>>`),
+/// which are tool calls of the original dataset, not text to learn.
+pub fn strip_calculator(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<<") {
+        match rest[start..].find(">>") {
+            Some(end) => {
+                out.push_str(&rest[..start]);
+                rest = &rest[start + end + 2..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether generated text's final answer equals the reference answer
 /// (numerically, to 1e-4 as the authors' evaluation compares).
 pub fn exact_match(generated: &str, reference: &str) -> bool {
@@ -210,6 +229,15 @@ mod tests {
         assert!(exact_match("... #### 1,000", "1000"));
         assert!(!exact_match("... #### 999", "1000"));
         assert!(!exact_match("1000", "1000"));
+    }
+
+    #[test]
+    fn calculator_annotations_are_dropped() {
+        assert_eq!(
+            strip_calculator("16 - 3 - 4 = <<16-3-4=9>>9 eggs, $<<9*2=18>>18\n#### 18"),
+            "16 - 3 - 4 = 9 eggs, $18\n#### 18"
+        );
+        assert_eq!(strip_calculator("a << b"), "a << b");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The training and evaluation harness: fine-tune an adapter and a task
 //! head on a GLUE task with AdamW (separate adapter and head learning
 //! rates), a linear schedule with warm-up, dev evaluation and a checkpoint
-//! after every epoch, exact resume, and one JSON record per finished run.
+//! after every epoch, exact resume, and one JSON record per finished run;
+//! and, on the same loop, causal-LM fine-tuning of a decoder on math
+//! problems ([`train_causal`]: response-only loss, gradient accumulation,
+//! cosine schedule, evaluation by generation and exact match).
 //!
 //! ```
 //! use loraxs::AdapterConfig;
@@ -16,6 +19,7 @@
 //! assert_eq!(schedule.at(5), 1e-3);
 //! ```
 
+mod causal;
 mod config;
 mod engine;
 mod error;
@@ -24,6 +28,10 @@ mod record;
 mod schedule;
 mod trainer;
 
+pub use causal::{
+    ALPACA_PROMPT, CausalExample, CausalRunConfig, CausalRunRecord, MathData, MathEval, PromptStyle,
+    causal_epoch_steps, eval_problems, evaluate_base, prompt_text, response_nll, tokenize_math, train_causal,
+};
 pub use config::{DEFAULT_BUCKET_WINDOW, RunConfig};
 pub use error::TrainError;
 pub use record::{EpochRecord, Metrics, RunRecord};

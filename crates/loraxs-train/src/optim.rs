@@ -112,6 +112,18 @@ impl ParamGroups {
         }
     }
 
+    /// Groups `model`'s parameters, none of them a head's (a model trained
+    /// without a task head, such as a causal LM).
+    pub(crate) fn without_head<B: Backend, M: burn::module::Module<B>>(model: &M) -> Self {
+        let mut all = Exempt::default();
+        model.visit(&mut all);
+        Self {
+            head: HashSet::new(),
+            no_decay: all.no_decay,
+            ranks: all.ranks,
+        }
+    }
+
     /// The group of parameter `id`.
     pub(crate) fn group(&self, id: &ParamId) -> Group {
         match (self.head.contains(id), self.no_decay.contains(id)) {

@@ -1,0 +1,170 @@
+//! Causal-LM fine-tuning on the real SmolLM2-135M-Instruct and GSM8K, in
+//! a few steps: gradient accumulation makes the step of the whole batch
+//! (two micro-batches of 2 = one of 4); a run stopped after an epoch and
+//! resumed ends exactly like one never stopped; records carry the counts
+//! and the adapter size.
+
+use std::path::PathBuf;
+
+use burn::backend::{Autodiff, Flex};
+use loraxs::{AdapterConfig, TargetModules};
+use loraxs_data::math::MathFormat;
+use loraxs_models::{Decoder, load_causal_tokenizer, load_decoder};
+use loraxs_train::{CausalRunConfig, MathData, PromptStyle, TrainOptions, causal_epoch_steps, train_causal};
+
+type B = Autodiff<Flex>;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn inputs() -> Option<(PathBuf, PathBuf)> {
+    Some((
+        loraxs_models::testing::test_decoder_gguf()?,
+        loraxs_models::testing::test_data_dir()?,
+    ))
+}
+
+fn config() -> CausalRunConfig {
+    let data = |split: &str| MathData {
+        file: format!("gsm8k/{split}.jsonl").into(),
+        format: MathFormat::Gsm8k,
+    };
+    let adapter = AdapterConfig::lora_xs(8)
+        .with_alpha(8.0)
+        .with_targets(TargetModules::paper_decoder());
+    let mut c = CausalRunConfig::paper(adapter, data("train"), data("test"));
+    c.epochs = 2;
+    c.micro_batch = 2;
+    c.accumulation = 2;
+    c.max_length = 160;
+    c.train_subset = Some(12);
+    c.eval_subset = Some(2);
+    c.max_new_tokens = 8;
+    c.max_steps_per_epoch = Some(2);
+    c.prompt = PromptStyle::Chat;
+    c.lr = 1e-2;
+    c
+}
+
+fn load(path: &std::path::Path) -> Decoder<B> {
+    load_decoder::<B>(path, &Default::default()).unwrap().0
+}
+
+fn options(dir: PathBuf) -> TrainOptions {
+    TrainOptions {
+        checkpoint_dir: Some(dir),
+        resume: true,
+        quiet: true,
+        backend: "flex".into(),
+        model: "smollm2".into(),
+        git_commit: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// One step over 4 examples as two accumulated micro-batches of 2 and as
+/// one micro-batch of 4: the same step loss (each response token weighs the
+/// same, whichever micro-batch holds it) and the same adapter after the
+/// update (the answer loss of the evaluation agrees).
+#[test]
+fn accumulated_micro_batches_make_the_same_step_as_one_batch() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((gguf, data)) = inputs() else { return };
+    let tokenizer = load_causal_tokenizer(&gguf).unwrap();
+    let device = Default::default();
+    let mut split = config();
+    split.train_subset = Some(4);
+    split.epochs = 1;
+    split.max_steps_per_epoch = Some(1);
+    split.eval_subset = Some(1);
+    split.max_new_tokens = 4;
+    let whole = CausalRunConfig {
+        micro_batch: 4,
+        accumulation: 1,
+        ..split.clone()
+    };
+    let run = |c: &CausalRunConfig| {
+        let options = TrainOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        train_causal::<B>(c, || Ok(load(&gguf)), &tokenizer, &data, &device, &options)
+            .unwrap()
+            .unwrap()
+    };
+    let (a, b) = (run(&split), run(&whole));
+    let (la, lb) = (a.epochs[0].step_losses[0], b.epochs[0].step_losses[0]);
+    assert!(
+        (la - lb).abs() <= 1e-5 * lb,
+        "step loss {la} (2 × 2) vs {lb} (1 × 4)"
+    );
+    let (ea, eb) = (a.last.metrics["answer_loss"], b.last.metrics["answer_loss"]);
+    assert!(
+        (ea - eb).abs() <= 1e-4 * eb,
+        "answer loss after the step {ea} vs {eb}"
+    );
+}
+
+#[test]
+fn a_resumed_math_run_equals_an_uninterrupted_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((gguf, data)) = inputs() else { return };
+    let tokenizer = load_causal_tokenizer(&gguf).unwrap();
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+
+    let whole = train_causal::<B>(
+        &config,
+        || Ok(load(&gguf)),
+        &tokenizer,
+        &data,
+        &device,
+        &options(dir.path().join("a")),
+    )
+    .unwrap()
+    .unwrap();
+    let stopped = TrainOptions {
+        stop_after_epochs: Some(1),
+        ..options(dir.path().join("b"))
+    };
+    assert!(
+        train_causal::<B>(&config, || Ok(load(&gguf)), &tokenizer, &data, &device, &stopped)
+            .unwrap()
+            .is_none()
+    );
+    let resumed = train_causal::<B>(
+        &config,
+        || Ok(load(&gguf)),
+        &tokenizer,
+        &data,
+        &device,
+        &options(dir.path().join("b")),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(whole.epochs.len(), 2);
+    for (a, b) in whole.epochs.iter().zip(&resumed.epochs) {
+        assert_eq!(a.step_losses, b.step_losses, "epoch {}", a.epoch);
+        assert_eq!(a.metrics, b.metrics, "epoch {}", a.epoch);
+    }
+    // LoRA-XS r=8 on 7 modules × 30 layers; the file holds R only.
+    assert_eq!(whole.trainable_adapter, 7 * 30 * 64);
+    assert!(
+        whole.adapter_bytes < 7 * 30 * 64 * 4 + 64 * 1024,
+        "{} bytes",
+        whole.adapter_bytes
+    );
+    assert_eq!(whole.train_examples, 12);
+    let last = &whole.last.metrics;
+    assert!((0.0..=1.0).contains(&last["accuracy"]));
+    assert!(last["answer_loss"].is_finite() && last["answer_loss"] > 0.0);
+    assert!(
+        whole
+            .epochs
+            .iter()
+            .all(|e| e.step_losses.len() == 2 && e.step_losses.iter().all(|l| l.is_finite()))
+    );
+    // Steps cover micro-batches of 2, two to a step.
+    let steps = causal_epoch_steps(&[10; 12], 2, 2, 8, 0);
+    assert_eq!(steps.len(), 3);
+}
