@@ -274,7 +274,7 @@ pub fn causal_epoch_steps(
     window: usize,
     seed: u64,
 ) -> Vec<Vec<Vec<usize>>> {
-    let mut state = seed ^ 0xca05_a1u64;
+    let mut state = seed ^ 0x00ca_05a1_u64;
     let mut shuffle = |v: &mut Vec<usize>| {
         for i in (1..v.len()).rev() {
             state = state
