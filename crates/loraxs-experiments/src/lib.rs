@@ -1,8 +1,10 @@
 //! The paper's experiments as data and code that can be tested: profiles
 //! (`profiles/glue-*.json`), run plans, the results file (one JSON line per
 //! run, the source of every table), the tables themselves, and the runner
-//! that ties them to `loraxs-train`. The `loraxs-experiments` binary is its
-//! command line; `cargo xtask reproduce glue` calls it.
+//! that ties them to `loraxs-train`: the GLUE table and the math table
+//! (decoder fine-tuning scored on GSM8K, [`reproduce_math`]). The
+//! `loraxs-experiments` binary is its command line; `cargo xtask reproduce
+//! glue|math` calls it.
 //!
 //! ```
 //! use loraxs_experiments::{Overrides, Profile, plan};
@@ -28,6 +30,7 @@
 mod backend;
 mod error;
 mod figures;
+mod math;
 mod plan;
 mod profile;
 mod results;
@@ -38,6 +41,10 @@ mod table;
 pub use backend::{BackendKind, OnBackend};
 pub use error::{ExperimentError, Result};
 pub use figures::{ParamPoints, draw_glue_figures, figure_paths, param_points, smooth};
+pub use math::{
+    BaseRecord, MATH_BUILT_IN, MathMethod, MathProfile, MathRecord, math_table, read_math_results,
+    reproduce_math, write_math_report,
+};
 pub use plan::{Overrides, Plan, plan};
 pub use profile::{BUILT_IN, MethodSettings, PerTask, Profile};
 pub use results::Results;

@@ -3,6 +3,8 @@
 //! ```text
 //! loraxs-experiments reproduce glue [--profile quick|standard|ablation|sweep|paper|smoke|FILE.json] [flags]
 //! loraxs-experiments report glue [--profile …] [--results FILE]
+//! loraxs-experiments reproduce math [--profile quick|paper|smoke|FILE.json] [--dry-run]
+//! loraxs-experiments report math [--profile …] [--results FILE]
 //! loraxs-experiments profiles
 //! ```
 
@@ -10,7 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use loraxs_experiments::{BUILT_IN, Overrides, Profile, RunSettings, report_glue, reproduce_glue};
+use loraxs_experiments::{
+    BUILT_IN, MATH_BUILT_IN, MathProfile, Overrides, Profile, RunSettings, report_glue, reproduce_glue,
+    reproduce_math, write_math_report,
+};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +51,55 @@ enum Table {
     /// `ablation` (SVD vs random A/B over ranks), `sweep` (the learning-rate
     /// sweep), `paper` (roberta-large grid, for CUDA), `smoke` (CI).
     Glue(Box<GlueArgs>),
+    /// The math table: a decoder fine-tuned on math problems, scored on
+    /// GSM8K. `--profile quick` (default: SmolLM2-135M on CPU), `paper`
+    /// (the authors' recipe on a 7B model, for CUDA; try `--dry-run`),
+    /// `smoke` (CI).
+    Math(MathArgs),
+}
+
+#[derive(Args)]
+struct MathArgs {
+    /// Profile: `quick` (default), `paper`, `smoke`, or a JSON file.
+    #[arg(long, default_value = "quick")]
+    profile: String,
+    /// Backend: `flex`, `ndarray` or `cuda` (needs `--features cuda`).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Decoder: `smollm2`, a `.gguf` file, or a Hugging Face folder.
+    #[arg(long)]
+    model: Option<String>,
+    /// Data folder holding the profile's files (default: $LORAXS_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Results file (default docs/results/math-<profile>.jsonl).
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Checkpoint folder (default target/loraxs-checkpoints).
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the recipe and the planned runs and exit.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl MathArgs {
+    fn split(self) -> (String, RunSettings) {
+        let settings = RunSettings {
+            backend: self.backend,
+            model: self.model,
+            data_dir: self.data_dir,
+            results: self.results,
+            checkpoints: self.checkpoints,
+            quiet: self.quiet,
+            dry_run: self.dry_run,
+            all_records: false,
+        };
+        (self.profile, settings)
+    }
 }
 
 #[derive(Args)]
@@ -158,11 +212,35 @@ fn main() -> ExitCode {
                 .and_then(|p| report_glue(&p, &overrides, &settings))
                 .map(|out| eprintln!("wrote {}", out.display()))
         }
+        Cmd::Reproduce {
+            what: Table::Math(args),
+        } => {
+            let (profile, settings) = args.split();
+            MathProfile::load(&profile).and_then(|p| reproduce_math(&p, &settings).map(|_| ()))
+        }
+        Cmd::Report {
+            what: Table::Math(args),
+        } => {
+            let (profile, settings) = args.split();
+            MathProfile::load(&profile).and_then(|p| {
+                let results = settings
+                    .results
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(format!("docs/results/math-{}.jsonl", p.name)));
+                write_math_report(&p, &results).map(|out| eprintln!("wrote {}", out.display()))
+            })
+        }
         Cmd::Profiles => {
             for (name, _) in BUILT_IN {
                 match Profile::load(name) {
-                    Ok(p) => println!("{name}: {}", p.doc),
-                    Err(e) => println!("{name}: {e}"),
+                    Ok(p) => println!("glue {name}: {}", p.doc),
+                    Err(e) => println!("glue {name}: {e}"),
+                }
+            }
+            for (name, _) in MATH_BUILT_IN {
+                match MathProfile::load(name) {
+                    Ok(p) => println!("math {name}: {}", p.doc),
+                    Err(e) => println!("math {name}: {e}"),
                 }
             }
             Ok(())

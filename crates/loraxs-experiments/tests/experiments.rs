@@ -365,3 +365,74 @@ fn runs_that_differ_in_window_or_dropout_are_rows_of_their_own_not_seeds() {
     assert!(table.contains("| LoRA-XS (r=4) | 384 |"), "{table}");
     assert!(table.contains("Every run: window 4, dropout model."), "{table}");
 }
+
+#[test]
+fn math_profiles_parse_and_the_paper_profile_is_the_authors_recipe() {
+    use loraxs_experiments::{MATH_BUILT_IN, MathProfile};
+    for (name, _) in MATH_BUILT_IN {
+        let p = MathProfile::load(name).unwrap();
+        assert!(!p.runs().unwrap().is_empty(), "{name}");
+    }
+    let paper = MathProfile::load("paper").unwrap();
+    let runs = paper.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert_eq!((r.adapter.rank, r.adapter.alpha, r.lr), (64, 64.0, 4e-3));
+    assert_eq!(r.adapter.scale(), 1.0);
+    assert_eq!(
+        r.adapter.targets.patterns(),
+        [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj"
+        ]
+    );
+    assert_eq!(
+        (r.micro_batch * r.accumulation, r.max_length, r.epochs),
+        (128, 512, 2)
+    );
+    assert_eq!(
+        (r.warmup_ratio, r.weight_decay, r.train_subset),
+        (0.02, 0.0, Some(100_000))
+    );
+    assert_eq!(r.prompt, loraxs_train::PromptStyle::Alpaca);
+
+    // A misspelt field is refused, naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("math-typo.json");
+    let text = include_str!("../profiles/math-smoke.json").replace("\"epochs\"", "\"epoch\"");
+    std::fs::write(&path, text).unwrap();
+    let e = MathProfile::load(path.to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("unknown field `epoch`"), "{e}");
+}
+
+#[test]
+fn the_math_table_lists_every_planned_row() {
+    use loraxs_experiments::{BaseRecord, MathProfile, MathRecord, math_table};
+    let p = MathProfile::load("smoke").unwrap();
+    let base = MathRecord::Base(BaseRecord {
+        key: p.base_key(),
+        metrics: [
+            ("accuracy".to_string(), 0.25),
+            ("accuracy_flexible".to_string(), 0.5),
+            ("answer_loss".to_string(), 1.5),
+        ]
+        .into_iter()
+        .collect(),
+        eval_examples: 4,
+        wall_seconds: 12.0,
+        backend: "flex".into(),
+        model: "smollm2".into(),
+        git_commit: "x".into(),
+    });
+    let table = math_table(&p, &[base]);
+    assert!(
+        table.contains("| base model, no adapter | 0 | – | 25.0 % (4 problems) | 50.0 % | 1.5000 |"),
+        "{table}"
+    );
+    assert!(table.contains("| LoRA-XS r=8, seed 0 | | | not run |"), "{table}");
+}

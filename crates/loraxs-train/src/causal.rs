@@ -13,7 +13,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use loraxs::interop::tensor_values;
 use loraxs::{AdapterConfig, AdapterFile, SaveOptions};
-use loraxs_data::math::{MathExample, MathFormat, exact_match, read_math, strip_calculator};
+use loraxs_data::math::{MathExample, MathFormat, exact_match, flexible_match, read_math, strip_calculator};
 use loraxs_models::{CausalTokenizer, ChatMessage, Decoder, GenerationConfig, generate};
 use serde::{Deserialize, Serialize};
 
@@ -351,8 +351,10 @@ pub fn response_nll<B: Backend>(
 }
 
 /// Evaluation of a decoder on math problems: greedy generation and exact
-/// match of the final answer (`accuracy`), and the mean `−log p` of the
-/// reference responses' tokens (`answer_loss`).
+/// match of the number after the final-answer marker (`accuracy`, the
+/// authors' scoring), the same or else the text's last number
+/// (`accuracy_flexible`), and the mean `−log p` of the reference
+/// responses' tokens (`answer_loss`).
 pub struct MathEval<'a> {
     /// The problems.
     pub problems: &'a [MathExample],
@@ -369,7 +371,7 @@ pub struct MathEval<'a> {
 }
 
 impl MathEval<'_> {
-    /// `accuracy` and `answer_loss` of `model`.
+    /// `accuracy`, `accuracy_flexible` and `answer_loss` of `model`.
     pub fn run<B: Backend>(&self, model: &Decoder<B>, device: &B::Device) -> Result<Metrics, TrainError> {
         let pad = self.tokenizer.pad_id();
         let (mut nll, mut tokens) = (0.0, 0);
@@ -384,7 +386,7 @@ impl MathEval<'_> {
             stop_ids: self.tokenizer.stop_ids().to_vec(),
             ..Default::default()
         };
-        let mut correct = 0;
+        let (mut correct, mut flexible) = (0, 0);
         for chunk in self.problems.chunks(self.batch.max(1)) {
             let prompts = chunk
                 .iter()
@@ -398,13 +400,13 @@ impl MathEval<'_> {
             for (p, tokens) in chunk.iter().zip(&out.tokens) {
                 let text = self.tokenizer.decode(tokens, true)?;
                 correct += usize::from(exact_match(&text, &p.answer));
+                flexible += usize::from(flexible_match(&text, &p.answer));
             }
         }
         let mut metrics = Metrics::new();
-        metrics.insert(
-            "accuracy".into(),
-            correct as f64 / self.problems.len().max(1) as f64,
-        );
+        let n = self.problems.len().max(1) as f64;
+        metrics.insert("accuracy".into(), correct as f64 / n);
+        metrics.insert("accuracy_flexible".into(), flexible as f64 / n);
         metrics.insert("answer_loss".into(), nll / tokens.max(1) as f64);
         Ok(metrics)
     }
