@@ -63,16 +63,23 @@ struct MathArgs {
     /// Profile: `quick` (default), `paper`, `smoke`, or a JSON file.
     #[arg(long, default_value = "quick")]
     profile: String,
+    #[command(flatten)]
+    place: Place,
+}
+
+/// Where a reproduction reads and writes, and how it reports (both tables).
+#[derive(Args)]
+struct Place {
     /// Backend: `flex`, `ndarray` or `cuda` (needs `--features cuda`).
     #[arg(long)]
     backend: Option<String>,
-    /// Decoder: `smollm2`, a `.gguf` file, or a Hugging Face folder.
+    /// Model: a fetched name (`minilm`, `smollm2`), a folder or a `.gguf` file.
     #[arg(long)]
     model: Option<String>,
-    /// Data folder holding the profile's files (default: $LORAXS_DATA_DIR).
+    /// Data folder (default: $LORAXS_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Results file (default docs/results/math-<profile>.jsonl).
+    /// Results file (JSON lines; default docs/results/<table>-<profile>.jsonl).
     #[arg(long)]
     results: Option<PathBuf>,
     /// Checkpoint folder (default target/loraxs-checkpoints).
@@ -81,14 +88,14 @@ struct MathArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
-    /// Print the recipe and the planned runs and exit.
+    /// Print the planned runs and exit.
     #[arg(long)]
     dry_run: bool,
 }
 
-impl MathArgs {
-    fn split(self) -> (String, RunSettings) {
-        let settings = RunSettings {
+impl Place {
+    fn settings(self, all_records: bool) -> RunSettings {
+        RunSettings {
             backend: self.backend,
             model: self.model,
             data_dir: self.data_dir,
@@ -96,9 +103,14 @@ impl MathArgs {
             checkpoints: self.checkpoints,
             quiet: self.quiet,
             dry_run: self.dry_run,
-            all_records: false,
-        };
-        (self.profile, settings)
+            all_records,
+        }
+    }
+}
+
+impl MathArgs {
+    fn split(self) -> (String, RunSettings) {
+        (self.profile, self.place.settings(false))
     }
 }
 
@@ -138,27 +150,8 @@ struct GlueArgs {
     /// Encoder dropout (hidden and attention) replacing the model's.
     #[arg(long)]
     encoder_dropout: Option<f64>,
-    /// Backend: `flex`, `ndarray` or `cuda` (needs `--features cuda`).
-    #[arg(long)]
-    backend: Option<String>,
-    /// Model: `minilm`, a fetched name, or a folder path.
-    #[arg(long)]
-    model: Option<String>,
-    /// GLUE data folder (default: $LORAXS_DATA_DIR).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Results file (JSON lines; default docs/results/glue-<profile>.jsonl).
-    #[arg(long)]
-    results: Option<PathBuf>,
-    /// Checkpoint folder (default target/loraxs-checkpoints).
-    #[arg(long)]
-    checkpoints: Option<PathBuf>,
-    /// No progress bars.
-    #[arg(long)]
-    quiet: bool,
-    /// Print the planned runs and exit.
-    #[arg(long)]
-    dry_run: bool,
+    #[command(flatten)]
+    place: Place,
     /// `report` only: every record of the results file, not only the
     /// profile's planned runs.
     #[arg(long)]
@@ -179,17 +172,7 @@ impl GlueArgs {
             bucket_window: self.bucket_window,
             encoder_dropout: self.encoder_dropout,
         };
-        let settings = RunSettings {
-            backend: self.backend,
-            model: self.model,
-            data_dir: self.data_dir,
-            results: self.results,
-            checkpoints: self.checkpoints,
-            quiet: self.quiet,
-            dry_run: self.dry_run,
-            all_records: self.all,
-        };
-        (self.profile, overrides, settings)
+        (self.profile, overrides, self.place.settings(self.all))
     }
 }
 

@@ -18,7 +18,7 @@ use loraxs_train::{
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendKind, OnBackend};
-use crate::run::{Outcome, RunSettings};
+use crate::run::{Outcome, RunSettings, git_commit};
 use crate::{ExperimentError, Result};
 
 /// The math profiles shipped with this crate, by name.
@@ -295,16 +295,6 @@ impl OnBackend for MathWork<'_> {
             }
         }
     }
-}
-
-fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Runs a math profile: the base row and every run the results file does

@@ -73,7 +73,8 @@ impl OnBackend for TrainRun<'_> {
     }
 }
 
-fn git_commit() -> String {
+/// The checkout's commit (`git rev-parse --short HEAD`), for records.
+pub(crate) fn git_commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
