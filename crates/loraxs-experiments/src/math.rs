@@ -542,7 +542,7 @@ pub fn math_table(profile: &MathProfile, records: &[MathRecord]) -> String {
     let runs = profile.runs().unwrap_or_default();
     for run in &runs {
         let label = format!(
-            "{} r={}, seed {}",
+            "{} r={}, lr {:e}, seed {}",
             match run.adapter.preset_name() {
                 "lora-xs" => "LoRA-XS",
                 "lora" => "LoRA",
@@ -550,6 +550,7 @@ pub fn math_table(profile: &MathProfile, records: &[MathRecord]) -> String {
                 other => other,
             },
             run.adapter.rank,
+            run.lr,
             run.seed
         );
         match find(&run.key()) {
@@ -573,9 +574,10 @@ pub fn math_table(profile: &MathProfile, records: &[MathRecord]) -> String {
         if let Some(MathRecord::Run(r)) = find(&run.key()) {
             for e in &r.epochs {
                 s.push_str(&format!(
-                    "| {} r={} s{} | {} | {:.4} | {:.1} % | {:.4} | {} |\n",
+                    "| {} r={} lr {:e} s{} | {} | {:.4} | {:.1} % | {:.4} | {} |\n",
                     run.adapter.preset_name(),
                     run.adapter.rank,
+                    run.lr,
                     run.seed,
                     e.epoch,
                     e.train_loss,
