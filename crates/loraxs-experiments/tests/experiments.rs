@@ -434,5 +434,8 @@ fn the_math_table_lists_every_planned_row() {
         table.contains("| base model, no adapter | 0 | – | 25.0 % (4 problems) | 50.0 % | 1.5000 |"),
         "{table}"
     );
-    assert!(table.contains("| LoRA-XS r=8, lr 4e-3, seed 0 | | | not run |"), "{table}");
+    assert!(
+        table.contains("| LoRA-XS r=8, lr 4e-3, seed 0 | | | not run |"),
+        "{table}"
+    );
 }
