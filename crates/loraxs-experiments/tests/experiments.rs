@@ -379,18 +379,7 @@ fn math_profiles_parse_and_the_paper_profile_is_the_authors_recipe() {
     let r = &runs[0];
     assert_eq!((r.adapter.rank, r.adapter.alpha, r.lr), (64, 64.0, 4e-3));
     assert_eq!(r.adapter.scale(), 1.0);
-    assert_eq!(
-        r.adapter.targets.patterns(),
-        [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj"
-        ]
-    );
+    assert_eq!(r.adapter.targets, loraxs::TargetModules::paper_decoder());
     assert_eq!(
         (r.micro_batch * r.accumulation, r.max_length, r.epochs),
         (128, 512, 2)
