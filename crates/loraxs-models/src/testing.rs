@@ -85,6 +85,80 @@ pub fn test_decoder_gguf() -> Option<PathBuf> {
     )
 }
 
+/// Writes a small Llama-family decoder (`hidden_size` 32, 4 query and 2
+/// key/value heads, SwiGLU width 64, tied output embeddings) with seeded
+/// random weights to `dir` as a Hugging Face folder (`config.json`,
+/// `model.safetensors`), loadable by
+/// [`load_decoder`](crate::load_decoder).
+///
+/// Tests of machinery that does not depend on what a model knows (training
+/// loops, resume, batching, serving) use it with the real tokenizer's
+/// `vocab_size`: they run in milliseconds where the real model takes
+/// seconds a step.
+#[cfg(feature = "burn")]
+pub fn write_tiny_decoder(dir: &Path, vocab_size: usize, layers: usize, seed: u64) -> std::io::Result<()> {
+    use safetensors::{Dtype, tensor::TensorView};
+    let config = serde_json::json!({
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "tie_word_embeddings": true,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 2048,
+        "hidden_act": "silu",
+    });
+    let parsed: crate::DecoderConfig =
+        serde_json::from_value(config.clone()).map_err(std::io::Error::other)?;
+    // splitmix64: deterministic on every platform, no dependency.
+    let mut state = seed;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let h = parsed.hidden_size;
+    let embed = (0..vocab_size * h).map(|_| 0.5 * uniform()).collect();
+    tensors.push(("model.embed_tokens.weight".into(), vec![vocab_size, h], embed));
+    for i in 0..layers {
+        for (suffix, shape) in parsed.layer_linears() {
+            let scale = (3.0 / shape.d_in as f32).sqrt();
+            let values = (0..shape.d_out * shape.d_in).map(|_| scale * uniform()).collect();
+            tensors.push((
+                format!("model.layers.{i}.{suffix}.weight"),
+                vec![shape.d_out, shape.d_in],
+                values,
+            ));
+        }
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            tensors.push((format!("model.layers.{i}.{norm}.weight"), vec![h], vec![1.0; h]));
+        }
+    }
+    tensors.push(("model.norm.weight".into(), vec![h], vec![1.0; h]));
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(std::io::Error::other)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    let file = safetensors::serialize(views, None).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("model.safetensors"), file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

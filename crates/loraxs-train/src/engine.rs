@@ -306,3 +306,41 @@ pub(crate) fn progress(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
     bar.set_prefix(prefix.to_string());
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resumed run's history comes back from `state.json`: its numbers
+    /// must parse to the very bits written (serde_json's default parser
+    /// lands one ulp off for some, e.g. this answer loss of a real run).
+    #[test]
+    fn checkpoint_state_round_trips_every_bit() {
+        let mut state = CheckpointState::fresh("run".into());
+        let values = [
+            12.273311662085263,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            5e-324,
+            1.7976931348623157e308,
+        ];
+        for (i, &v) in values.iter().enumerate() {
+            state.history.push(EpochRecord {
+                epoch: i + 1,
+                train_loss: v,
+                metrics: [("answer_loss".to_string(), v)].into_iter().collect(),
+                step_losses: vec![0.1 + i as f32 / 7.0],
+            });
+        }
+        let text = serde_json::to_string_pretty(&state).unwrap();
+        let back: CheckpointState = serde_json::from_str(&text).unwrap();
+        for (a, b) in state.history.iter().zip(&back.history) {
+            assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "{text}");
+            assert_eq!(
+                a.metrics["answer_loss"].to_bits(),
+                b.metrics["answer_loss"].to_bits()
+            );
+            assert_eq!(a.step_losses, b.step_losses);
+        }
+    }
+}

@@ -1,14 +1,21 @@
-//! Causal-LM fine-tuning on the real SmolLM2-135M-Instruct and GSM8K, in
-//! a few steps: gradient accumulation makes the step of the whole batch
-//! (two micro-batches of 2 = one of 4); a run stopped after an epoch and
-//! resumed ends exactly like one never stopped; records carry the counts
-//! and the adapter size.
+//! Causal-LM fine-tuning on real GSM8K lines with SmolLM2's tokenizer and
+//! chat template, in a few steps: gradient accumulation makes the step of
+//! the whole batch (two micro-batches of 2 = one of 4); a run stopped after
+//! an epoch and resumed ends exactly like one never stopped; records carry
+//! the counts and the adapter size.
+//!
+//! The model is a small random Llama-family decoder with SmolLM2's
+//! vocabulary ([`write_tiny_decoder`]): the machinery under test does not
+//! depend on what the model knows, and the real 135 M model made these two
+//! tests take three minutes on two cores. The real model's training path
+//! runs in CI through `cargo xtask reproduce math --profile smoke`.
 
 use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
 use loraxs::{AdapterConfig, TargetModules};
 use loraxs_data::math::MathFormat;
+use loraxs_models::testing::write_tiny_decoder;
 use loraxs_models::{Decoder, load_causal_tokenizer, load_decoder};
 use loraxs_train::{CausalRunConfig, MathData, PromptStyle, TrainOptions, causal_epoch_steps, train_causal};
 
@@ -16,11 +23,18 @@ type B = Autodiff<Flex>;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn inputs() -> Option<(PathBuf, PathBuf)> {
-    Some((
-        loraxs_models::testing::test_decoder_gguf()?,
-        loraxs_models::testing::test_data_dir()?,
-    ))
+/// Layers of the small model.
+const LAYERS: usize = 2;
+
+/// SmolLM2's tokenizer, a small model folder with its vocabulary (in a
+/// temporary folder kept alive by the returned guard) and the data folder.
+fn inputs() -> Option<(loraxs_tokenizer::CausalTokenizer, tempfile::TempDir, PathBuf)> {
+    let gguf = loraxs_models::testing::test_decoder_gguf()?;
+    let data = loraxs_models::testing::test_data_dir()?;
+    let tokenizer = load_causal_tokenizer(&gguf).unwrap();
+    let model = tempfile::tempdir().unwrap();
+    write_tiny_decoder(model.path(), tokenizer.vocab_size(), LAYERS, 7).unwrap();
+    Some((tokenizer, model, data))
 }
 
 fn config() -> CausalRunConfig {
@@ -68,8 +82,10 @@ fn options(dir: PathBuf) -> TrainOptions {
 #[test]
 fn accumulated_micro_batches_make_the_same_step_as_one_batch() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((gguf, data)) = inputs() else { return };
-    let tokenizer = load_causal_tokenizer(&gguf).unwrap();
+    let Some((tokenizer, model, data)) = inputs() else {
+        return;
+    };
+    let model_dir = model.path();
     let device = Default::default();
     let mut split = config();
     split.train_subset = Some(4);
@@ -87,7 +103,7 @@ fn accumulated_micro_batches_make_the_same_step_as_one_batch() {
             quiet: true,
             ..Default::default()
         };
-        train_causal::<B>(c, || Ok(load(&gguf)), &tokenizer, &data, &device, &options)
+        train_causal::<B>(c, || Ok(load(model_dir)), &tokenizer, &data, &device, &options)
             .unwrap()
             .unwrap()
     };
@@ -107,15 +123,17 @@ fn accumulated_micro_batches_make_the_same_step_as_one_batch() {
 #[test]
 fn a_resumed_math_run_equals_an_uninterrupted_one() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some((gguf, data)) = inputs() else { return };
-    let tokenizer = load_causal_tokenizer(&gguf).unwrap();
+    let Some((tokenizer, model, data)) = inputs() else {
+        return;
+    };
+    let model_dir = model.path();
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let config = config();
 
     let whole = train_causal::<B>(
         &config,
-        || Ok(load(&gguf)),
+        || Ok(load(model_dir)),
         &tokenizer,
         &data,
         &device,
@@ -128,13 +146,20 @@ fn a_resumed_math_run_equals_an_uninterrupted_one() {
         ..options(dir.path().join("b"))
     };
     assert!(
-        train_causal::<B>(&config, || Ok(load(&gguf)), &tokenizer, &data, &device, &stopped)
-            .unwrap()
-            .is_none()
+        train_causal::<B>(
+            &config,
+            || Ok(load(model_dir)),
+            &tokenizer,
+            &data,
+            &device,
+            &stopped
+        )
+        .unwrap()
+        .is_none()
     );
     let resumed = train_causal::<B>(
         &config,
-        || Ok(load(&gguf)),
+        || Ok(load(model_dir)),
         &tokenizer,
         &data,
         &device,
@@ -147,10 +172,10 @@ fn a_resumed_math_run_equals_an_uninterrupted_one() {
         assert_eq!(a.step_losses, b.step_losses, "epoch {}", a.epoch);
         assert_eq!(a.metrics, b.metrics, "epoch {}", a.epoch);
     }
-    // LoRA-XS r=8 on 7 modules × 30 layers; the file holds R only.
-    assert_eq!(whole.trainable_adapter, 7 * 30 * 64);
+    // LoRA-XS r=8 on 7 modules × LAYERS layers; the file holds R only.
+    assert_eq!(whole.trainable_adapter, 7 * LAYERS * 64);
     assert!(
-        whole.adapter_bytes < 7 * 30 * 64 * 4 + 64 * 1024,
+        whole.adapter_bytes < 7 * LAYERS * 64 * 4 + 64 * 1024,
         "{} bytes",
         whole.adapter_bytes
     );
