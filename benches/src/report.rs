@@ -122,13 +122,31 @@ pub fn markdown(
     } else {
         String::new()
     };
+    let decoder = if rows
+        .iter()
+        .any(|r| r["workload"].as_str().is_some_and(|w| w.contains("-decoder-")))
+    {
+        format!(
+            "`*-decoder-*` rows run SmolLM2-135M-Instruct (30 layers, hidden 576; loraxs from the \
+             GGUF Q4_1 file, PyTorch from the same file through transformers' GGUF loader, both \
+             dequantised to f32) at batch {} × {} tokens: a LoRA-XS r=64 training step on the \
+             seven decoder targets (next-token loss on every position), and greedy generation of \
+             {} tokens per prompt with the KV cache, base and with an unmerged LoRA-XS adapter \
+             (PyTorch: peft, `model.generate`). ",
+            args.decoder_batch,
+            args.decoder_seq,
+            crate::workload::NEW_TOKENS
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(md, "# `cargo xtask bench`: loraxs on `{backend}` vs PyTorch\n");
     let _ = writeln!(
         md,
         "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), batch {} × {} tokens (fixed length), \
          {} threads for both tools, {} warm-up + {main_reps} timed repetitions per workload{other_reps}, each \
          workload in its own process, loraxs and PyTorch interleaved workload by workload. \
-         {glue}Machine: {}. Reference: {versions} ({reference}).{duration}\n",
+         {glue}{decoder}Machine: {}. Reference: {versions} ({reference}).{duration}\n",
         args.batch,
         args.seq,
         args.threads,
@@ -199,6 +217,11 @@ pub fn markdown(
                     flops / 1e9,
                     flops / f(r, "median_ms") / 1e6
                 ));
+            }
+            if let Some(r) = r
+                && let Some(tps) = r["tokens_per_s"].as_f64()
+            {
+                notes.push(format!("{who}: {tps:.1} tokens/s"));
             }
             if let Some(r) = r
                 && let Some(eps) = r["examples_per_s"].as_f64()

@@ -64,6 +64,18 @@ pub struct BenchArgs {
     /// Model folder (default: all-MiniLM-L6-v2, fetched if missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Decoder for the `*-decoder-*` workloads: a folder holding one GGUF
+    /// file (default: SmolLM2-135M-Instruct, fetched if missing).
+    #[arg(long)]
+    pub decoder_model: Option<PathBuf>,
+    /// Sequences per batch (training) or prompts (generation) of the
+    /// decoder workloads.
+    #[arg(long, default_value_t = 4)]
+    pub decoder_batch: usize,
+    /// Tokens per sequence (training) or per prompt (generation) of the
+    /// decoder workloads.
+    #[arg(long, default_value_t = 128)]
+    pub decoder_seq: usize,
     /// Skip the PyTorch reference.
     #[arg(long)]
     pub no_reference: bool,
@@ -126,6 +138,8 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
         Some(m) => m.clone(),
         None => loraxs_models::fetch::fetch_model("minilm").map_err(|e| e.to_string())?,
     };
+    // Fetched only when a decoder workload is asked for.
+    let mut decoder_model = args.decoder_model.clone();
 
     // The workload binary, optimised like a user's release build.
     let mut build = cargo();
@@ -168,8 +182,20 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
     };
     let scratch = root.join("target/bench-tmp");
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    if decoder_model.is_none()
+        && workloads
+            .iter()
+            .any(|w| Workload::from_name(w).is_ok_and(Workload::is_decoder))
+    {
+        decoder_model = Some(loraxs_models::fetch::fetch_model("smollm2").map_err(|e| e.to_string())?);
+    }
     // One fresh command per run, with the settings both tools share.
     let command = |program: &Path, script: Option<&Path>, workload: &str| {
+        let decoder = Workload::from_name(workload).is_ok_and(Workload::is_decoder);
+        let (model, batch, seq) = match &decoder_model {
+            Some(m) if decoder => (m, args.decoder_batch, args.decoder_seq),
+            _ => (&model, args.batch, args.seq),
+        };
         let mut cmd = Command::new(program);
         if let Some(script) = script {
             cmd.arg(script);
@@ -181,8 +207,8 @@ pub fn bench(args: &BenchArgs) -> Result<(), String> {
             .env("MATMUL_NUM_THREADS", args.threads.to_string())
             .args(["--workload", workload])
             .arg("--model")
-            .arg(&model)
-            .args(["--batch", &args.batch.to_string(), "--seq", &args.seq.to_string()])
+            .arg(model)
+            .args(["--batch", &batch.to_string(), "--seq", &seq.to_string()])
             .args([
                 "--warmup",
                 &args.warmup.to_string(),

@@ -1,7 +1,9 @@
 //! The `cargo xtask bench` workloads on a real encoder: one training step
 //! per adapter method, inference with and without a merged adapter, SVD
 //! initialisation of every adapted matrix, adapter save and load, and an
-//! epoch of the real GLUE trainer on real batches (`train-glue-*`).
+//! epoch of the real GLUE trainer on real batches (`train-glue-*`); on a
+//! real decoder (SmolLM2-135M-Instruct), a LoRA-XS training step and greedy
+//! generation with the KV cache (`*-decoder-*`).
 //!
 //! Each workload is timed repetition by repetition after untimed warm-up
 //! repetitions, and reports the peak resident memory of the timed part (see
@@ -21,7 +23,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use loraxs::{AdapterConfig, AdapterFile, SaveOptions, SvdMethod, TargetModules};
 use loraxs_data::{GlueTask, Label};
 use loraxs_heads::{HeadConfig, HeadStyle, SequenceClassifier};
-use loraxs_models::{Encoder, ModelDir, TokenBatch};
+use loraxs_models::{GenerationConfig, ModelDir, TokenBatch, generate, load_decoder};
 use loraxs_train::{RunConfig, StepObserver, TrainOptions, epoch_batches};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -80,11 +82,24 @@ pub enum Workload {
     /// backward's input and `R` gradients, attention's batched products),
     /// on plain contiguous operands: the step's gemm limit on this machine.
     GemmStep,
+    /// Forward, backward and AdamW step of the decoder with LoRA-XS r=64
+    /// (alpha 64, the paper's math recipe) on the seven decoder targets:
+    /// next-token loss over every position of `batch` random sequences of
+    /// `seq` tokens.
+    TrainDecoderLoraXs,
+    /// Greedy generation of [`NEW_TOKENS`] tokens for `batch` prompts of
+    /// `seq` random tokens, KV cache on, no stop token, base decoder.
+    GenerateDecoderBase,
+    /// The same with an unmerged LoRA-XS r=64 adapter on the seven targets.
+    GenerateDecoderLoraXs,
 }
+
+/// Tokens each prompt of the `generate-decoder-*` workloads generates.
+pub const NEW_TOKENS: usize = 32;
 
 impl Workload {
     /// Every workload, in reporting order.
-    pub const ALL: [Workload; 19] = [
+    pub const ALL: [Workload; 22] = [
         Workload::TrainLoraXs,
         Workload::TrainLora,
         Workload::TrainVera,
@@ -104,6 +119,9 @@ impl Workload {
         Workload::TrainGlueSst2,
         Workload::TrainGlueMrpc,
         Workload::GemmStep,
+        Workload::TrainDecoderLoraXs,
+        Workload::GenerateDecoderBase,
+        Workload::GenerateDecoderLoraXs,
     ];
 
     /// The name used on the command line and in reports.
@@ -128,6 +146,9 @@ impl Workload {
             Workload::TrainGlueSst2 => "train-glue-sst2",
             Workload::TrainGlueMrpc => "train-glue-mrpc",
             Workload::GemmStep => "gemm-step",
+            Workload::TrainDecoderLoraXs => "train-decoder-lora-xs",
+            Workload::GenerateDecoderBase => "generate-decoder-base",
+            Workload::GenerateDecoderLoraXs => "generate-decoder-lora-xs",
         }
     }
 
@@ -166,8 +187,20 @@ impl Workload {
                 power_iterations: 10,
                 seed: 0,
             }),
-            Workload::TrainFull | Workload::InferBase => return None,
+            Workload::TrainDecoderLoraXs | Workload::GenerateDecoderLoraXs => AdapterConfig::lora_xs(64)
+                .with_alpha(64.0)
+                .with_targets(TargetModules::paper_decoder()),
+            Workload::TrainFull | Workload::InferBase | Workload::GenerateDecoderBase => return None,
         })
+    }
+
+    /// True for the workloads on the decoder (model: a GGUF file, a folder
+    /// with one, or a Hugging Face decoder folder; default SmolLM2).
+    pub fn is_decoder(self) -> bool {
+        matches!(
+            self,
+            Workload::TrainDecoderLoraXs | Workload::GenerateDecoderBase | Workload::GenerateDecoderLoraXs
+        )
     }
 
     /// The GLUE run a `train-glue-*` workload trains (`None` for the
@@ -355,6 +388,10 @@ pub struct Report {
     pub mean_loss: Option<f64>,
     /// `gemm-step`: floating-point operations of one repetition.
     pub flops: Option<f64>,
+    /// Decoder workloads: tokens per second at the median repetition
+    /// (training: `batch × seq` tokens a step; generation: `batch ×`
+    /// [`NEW_TOKENS`] generated tokens, prompt processing included).
+    pub tokens_per_s: Option<f64>,
 }
 
 /// One variant of `infer-compare`.
@@ -447,6 +484,9 @@ fn time(
 
 /// Runs `options.workload` on backend `B` (training on `Autodiff<B>`).
 pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Device) -> Result<Report, String> {
+    if options.workload.is_decoder() {
+        return run_decoder::<B>(options, device);
+    }
     let model = ModelDir::new(&options.model).map_err(|e| e.to_string())?;
     let vocab = model.config().map_err(|e| e.to_string())?.vocab_size;
     let tokens = token_batch(options.batch, options.seq, vocab);
@@ -655,13 +695,30 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
             let _ = std::fs::remove_file(&path);
             result
         }
+        Workload::TrainDecoderLoraXs | Workload::GenerateDecoderBase | Workload::GenerateDecoderLoraXs => {
+            return Err(format!("{} runs through run_decoder", w.name()));
+        }
     };
+    let mut report = report(options, times, setup, peak);
+    report.values = values;
+    report.file_bytes = file_bytes;
+    report.last_loss = last_loss;
+    report.variants = variants;
+    report.examples_per_s = glue.as_ref().map(|g| g.examples_per_s);
+    report.examples = glue.as_ref().map(|g| g.examples);
+    report.mean_loss = glue.as_ref().map(|g| g.mean_loss);
+    report.flops = flops;
+    Ok(report)
+}
+
+/// The report of `times` with the figures every workload has.
+fn report(options: &Options, times: Vec<f64>, setup: u64, peak: u64) -> Report {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    Ok(Report {
+    Report {
         tool: "loraxs".into(),
         backend: options.backend.clone(),
-        workload: w.name().into(),
+        workload: options.workload.name().into(),
         batch: options.batch,
         seq: options.seq,
         threads: rayon_threads(),
@@ -671,15 +728,101 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
         times_ms: times,
         setup_rss_bytes: setup,
         peak_rss_bytes: peak,
-        values,
-        file_bytes,
-        last_loss,
-        variants,
-        examples_per_s: glue.as_ref().map(|g| g.examples_per_s),
-        examples: glue.as_ref().map(|g| g.examples),
-        mean_loss: glue.as_ref().map(|g| g.mean_loss),
-        flops,
-    })
+        values: None,
+        file_bytes: None,
+        last_loss: None,
+        variants: None,
+        examples_per_s: None,
+        examples: None,
+        mean_loss: None,
+        flops: None,
+        tokens_per_s: None,
+    }
+}
+
+/// Random token ids in `[0, vocab)`, seeded, `batch × seq` row-major.
+fn decoder_tokens(batch: usize, seq: usize, vocab: usize) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    (0..batch * seq)
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect()
+}
+
+/// The `*-decoder-*` workloads.
+fn run_decoder<B: loraxs_models::KernelBackend>(
+    options: &Options,
+    device: &B::Device,
+) -> Result<Report, String> {
+    let w = options.workload;
+    let (batch, seq) = (options.batch, options.seq);
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    match w {
+        Workload::TrainDecoderLoraXs => {
+            type AB<B> = Autodiff<B>;
+            let (decoder, _, _) = load_decoder::<AB<B>>(&options.model, device).map_err(|e| err(&e))?;
+            let config = w.adapter().expect("adapted");
+            let decoder = loraxs::inject(decoder, &config).map_err(|e| err(&e))?.model;
+            let vocab = decoder.vocab_size();
+            let ids = decoder_tokens(batch, seq, vocab);
+            let mask = vec![1u32; batch * seq];
+            // Next-token targets: position t predicts ids[t + 1].
+            let targets: Vec<i64> = (0..batch)
+                .flat_map(|b| ids[b * seq + 1..(b + 1) * seq].iter().map(|&t| i64::from(t)))
+                .collect();
+            let n = batch * (seq - 1);
+            let targets = Tensor::<AB<B>, 1, Int>::from_data(TensorData::new(targets, [n]), device);
+            let mut counter = CountTrainable(0);
+            decoder.visit(&mut counter);
+            let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<AB<B>, _>();
+            let loss_fn = CrossEntropyLossConfig::new().init(device);
+            let mut model = Some(decoder);
+            let mut loss_value = 0.0;
+            let (times, setup, peak) = time(options, || {
+                let m = model.take().expect("model");
+                let hidden = m
+                    .forward_hidden(&ids, batch, &mask, None, device)
+                    .map_err(|e| err(&e))?;
+                let h = hidden.dims()[2];
+                let hidden = hidden.slice([0..batch, 0..seq - 1]).reshape([1, n, h]);
+                let logits = m.logits(hidden).reshape([n, vocab]);
+                let loss = loss_fn.forward(logits, targets.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                model = Some(optim.step(1e-4, m, grads));
+                loss_value = loraxs::interop::tensor_values(loss)[0] as f64;
+                B::sync(device).map_err(|e| format!("{e:?}"))
+            })?;
+            let mut report = report(options, times, setup, peak);
+            report.values = Some(counter.0);
+            report.last_loss = Some(loss_value);
+            report.tokens_per_s = Some((batch * seq) as f64 / (report.median_ms / 1e3));
+            Ok(report)
+        }
+        Workload::GenerateDecoderBase | Workload::GenerateDecoderLoraXs => {
+            let (decoder, _, _) = load_decoder::<B>(&options.model, device).map_err(|e| err(&e))?;
+            let decoder = match w.adapter() {
+                Some(config) => randomise_r(loraxs::inject(decoder, &config).map_err(|e| err(&e))?.model),
+                None => decoder,
+            };
+            let vocab = decoder.vocab_size();
+            let ids = decoder_tokens(batch, seq, vocab);
+            let prompts: Vec<Vec<u32>> = ids.chunks(seq).map(<[u32]>::to_vec).collect();
+            let config = GenerationConfig {
+                max_new_tokens: NEW_TOKENS,
+                ..Default::default()
+            };
+            let (times, setup, peak) = time(options, || {
+                let out = generate(&decoder, &prompts, 0, &config, device).map_err(|e| err(&e))?;
+                if out.tokens.iter().any(|t| t.len() != NEW_TOKENS) {
+                    return Err(format!("a prompt stopped before {NEW_TOKENS} tokens"));
+                }
+                B::sync(device).map_err(|e| format!("{e:?}"))
+            })?;
+            let mut report = report(options, times, setup, peak);
+            report.tokens_per_s = Some((batch * NEW_TOKENS) as f64 / (report.median_ms / 1e3));
+            Ok(report)
+        }
+        _ => Err(format!("{} is not a decoder workload", w.name())),
+    }
 }
 
 /// One matrix product `[batch, m, k] × [batch, k, n]`.
@@ -850,8 +993,8 @@ fn run_glue<B: loraxs_models::KernelBackend>(
 
 /// Replaces every LoRA-XS `R` with N(0, 0.01) values, as a trained adapter
 /// would have (the merged and unmerged paths then do real work).
-fn randomise_r<B: Backend>(mut encoder: Encoder<B>) -> Encoder<B> {
-    use loraxs::{AdaptedLinear, AdapterHost};
+fn randomise_r<B: Backend, H: loraxs::AdapterHost<B>>(mut encoder: H) -> H {
+    use loraxs::AdaptedLinear;
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     encoder.linears_mut(&mut |_, layer| {
         if let AdaptedLinear::LoraXs(xs) = layer {

@@ -34,7 +34,12 @@ WORKLOADS = [
     "svd-exact", "svd-randomized-10",
     "adapter-save", "adapter-load-stored-factors",
     "train-glue-sst2", "train-glue-mrpc", "gemm-step",
+    "train-decoder-lora-xs", "generate-decoder-base", "generate-decoder-lora-xs",
 ]
+TARGETS_DECODER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Tokens each prompt of the generate-decoder-* workloads generates
+# (`NEW_TOKENS` in benches/src/workload.rs).
+NEW_TOKENS = 32
 
 
 def status_kib(key):
@@ -109,12 +114,12 @@ def target_linears(model, targets):
     return out
 
 
-def lora_xs(model, rank, svd=paper_svd, std=1e-5):
+def lora_xs(model, rank, svd=paper_svd, std=1e-5, targets=TARGETS_XS, alpha=16):
     """Wraps `model` in peft LoRA and turns every LoRA layer into LoRA-XS."""
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
 
-    config = LoraConfig(r=rank, lora_alpha=16, target_modules=TARGETS_XS, lora_dropout=0.0)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0)
     model = get_peft_model(model, config)
     for _, module in model.named_modules():
         if isinstance(module, LoraLayer) and "default" in module.lora_A:
@@ -282,11 +287,82 @@ def versions():
     }
 
 
+def load_decoder(folder):
+    """The decoder from the one GGUF file in `folder`, dequantised to f32 by
+    transformers' GGUF loader (as loraxs reads the same file)."""
+    from transformers import AutoModelForCausalLM
+
+    ggufs = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
+    if len(ggufs) != 1:
+        raise SystemExit(f"{folder}: expected one .gguf file, found {ggufs}")
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=ggufs[0], dtype=torch.float32)
+
+
+def run_decoder(args):
+    """The *-decoder-* workloads: a LoRA-XS r=64 training step (next-token
+    loss on every position) and greedy generation with the KV cache."""
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = load_decoder(args.model)
+    vocab = model.config.vocab_size
+    g = np.random.default_rng(17)
+    ids = torch.tensor(g.integers(0, vocab, size=(args.batch, args.seq)), dtype=torch.long, device=device)
+    mask = torch.ones_like(ids)
+    w = args.workload
+    extra = {"values": None, "file_bytes": None, "last_loss": None}
+    if w != "generate-decoder-base":
+        std = 1e-5 if w.startswith("train") else 0.01
+        model = lora_xs(model, 64, svd=exact_svd, std=std, targets=TARGETS_DECODER, alpha=64)
+    model.to(device)
+    last = [0.0]
+    if w == "train-decoder-lora-xs":
+        model.train()
+        extra["values"] = count_trainable(model)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+
+        def step():
+            out = model(input_ids=ids, attention_mask=mask, labels=ids)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            last[0] = out.loss.item()
+            sync(device)
+
+        tokens = args.batch * args.seq
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS,
+                    min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0,
+                )
+            assert out.shape[1] == args.seq + NEW_TOKENS, out.shape
+            sync(device)
+
+        tokens = args.batch * NEW_TOKENS
+    setup = reset_peak()
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    if w.startswith("train"):
+        extra["last_loss"] = last[0]
+    extra["tokens_per_s"] = tokens / (statistics.median(times) / 1e3)
+    print(json.dumps(timing_report(args, device, times, setup, **extra)))
+
+
 def run(args):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     if args.workload.startswith("train-glue-"):
         return run_glue(args)
+    if "-decoder-" in args.workload:
+        return run_decoder(args)
 
     torch.manual_seed(0)
     device = torch.device(args.device)
