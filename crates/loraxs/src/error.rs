@@ -140,6 +140,29 @@ pub enum AdapterError {
         /// The tensor.
         tensor: String,
     },
+    /// An adapter cannot join an [`AdapterBank`](crate::AdapterBank): it
+    /// was made for another base model, rank, method or target set.
+    #[error("{}: cannot join the adapter bank: {field} {reason}", path.display())]
+    BankMismatch {
+        /// The adapter file.
+        path: PathBuf,
+        /// What differs (`method`, `rank`, `targets`, …).
+        field: String,
+        /// The adapter's value and the bank's.
+        reason: String,
+    },
+    /// No adapter of this name is in the bank.
+    #[error("no adapter named `{name}` is loaded")]
+    UnknownAdapter {
+        /// The name asked for.
+        name: String,
+    },
+    /// An adapter of this name is already in the bank.
+    #[error("an adapter named `{name}` is already loaded")]
+    DuplicateAdapter {
+        /// The name.
+        name: String,
+    },
 }
 
 /// Result alias of this crate.

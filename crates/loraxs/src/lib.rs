@@ -72,6 +72,8 @@ mod xs;
 #[cfg(feature = "burn")]
 mod adapted;
 #[cfg(feature = "burn")]
+mod bank;
+#[cfg(feature = "burn")]
 mod file;
 #[cfg(feature = "burn")]
 mod init;
@@ -92,6 +94,8 @@ pub use xs::{LORA_XS_R, LoraXsSpec};
 
 #[cfg(feature = "burn")]
 pub use adapted::AdaptedLinear;
+#[cfg(feature = "burn")]
+pub use bank::AdapterBank;
 #[cfg(feature = "burn")]
 pub use file::{AdapterFile, FORMAT, FORMAT_VERSION, HEAD_PREFIX, SaveOptions, StoredTensor, fingerprint};
 #[cfg(feature = "burn")]

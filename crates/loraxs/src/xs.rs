@@ -86,6 +86,11 @@ mod layer {
         /// Whether inference over many tokens may form `W + s·BRA` per call
         /// (see [`LoraXsLinear::fuses`]); on by default.
         pub fuse_inference: bool,
+        /// Set by [`AdapterBank::route`](crate::AdapterBank::route): one
+        /// already-scaled `s·R` per row of the batch (`[batch, r, r]`), so
+        /// each row goes through its own adapter while `x·Aᵀ` and `·Bᵀ`
+        /// run once for the whole batch. `None` outside a bank.
+        pub routed: Option<Param<Tensor<B, 3>>>,
     }
 
     impl<B: Backend> LoraXsLinear<B> {
@@ -133,6 +138,7 @@ mod layer {
                 scale: config.scale(),
                 merged: false,
                 fuse_inference: true,
+                routed: None,
             };
             Ok((layer, report))
         }
@@ -152,6 +158,9 @@ mod layer {
         /// three thin ones per token, so an unmerged adapter costs about what a
         /// merged one does while `W` itself stays untouched.
         fn forward_impl<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+            if let Some(rows) = &self.routed {
+                return self.routed_forward(x, rows.val());
+            }
             if self.merged {
                 return self.base.forward(x);
             }
@@ -165,6 +174,29 @@ mod layer {
             y + self.adapter_forward(x)
         }
 
+        /// `W x + b + B (s_i R_i) A x` for each row `i` of the batch (the
+        /// first dimension of `x`), with `rows[i] = s_i R_i`: the shared
+        /// products `x·Aᵀ` and `·Bᵀ` over the whole batch, one batched
+        /// `r × r` product in between.
+        ///
+        /// # Panics
+        /// When `x`'s first dimension is not the routed batch size (the
+        /// model was routed for another batch).
+        fn routed_forward<const D: usize>(&self, x: Tensor<B, D>, rows: Tensor<B, 3>) -> Tensor<B, D> {
+            let [batch, r, _] = rows.dims();
+            let leading = x.dims()[0];
+            assert_eq!(
+                leading, batch,
+                "the model was routed for a batch of {batch} rows, the input has {leading}"
+            );
+            let y = self.base.forward(x.clone());
+            let h = linear(x, self.a.val(), None);
+            let dims = h.dims();
+            let per_row = h.shape().num_elements() / (batch * r).max(1);
+            let h = h.reshape([batch, per_row, r]).matmul(rows.swap_dims(1, 2));
+            y + linear(h.reshape(dims), self.b.val(), None)
+        }
+
         /// Whether [`LoraXsLinear::forward`] forms the update for an input of
         /// `tokens` rows: only when `R` is not being trained (a gradient
         /// through `W + s·BRA` would cost as much as full fine-tuning's) and
@@ -173,7 +205,10 @@ mod layer {
         /// is off.
         pub fn fuses(&self, tokens: usize) -> bool {
             let (d_in, d_out) = self.dims();
-            self.fuse_inference && !self.r.val().is_require_grad() && tokens * (d_in + d_out) >= d_in * d_out
+            self.routed.is_none()
+                && self.fuse_inference
+                && !self.r.val().is_require_grad()
+                && tokens * (d_in + d_out) >= d_in * d_out
         }
 
         /// The adapter branch alone, `s · B R A x`.

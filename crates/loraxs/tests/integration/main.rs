@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bank;
 mod files;
 mod layers;
 mod training;
