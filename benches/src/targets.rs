@@ -83,6 +83,14 @@ pub enum Check {
     },
     /// `workload`'s peak memory is below that of each of `workloads` (and
     /// of the reference's same workload when `reference`).
+    /// Throughput of one variant of a paired row (`infer-bank`) relative
+    /// to another variant of it, from their per-round times.
+    VariantThroughput {
+        row: String,
+        workload: String,
+        against: String,
+        min: f64,
+    },
     PeakBelow {
         /// The workload.
         workload: String,
@@ -211,6 +219,36 @@ impl Target {
                     *max_abs_percent,
                 );
                 Some(format!("- {what}: {d:+.1}%{detail} — {verdict}"))
+            }
+            Check::VariantThroughput {
+                row,
+                workload,
+                against,
+                min,
+            } => {
+                let variants = find(rows, backend, row)?["variants"].as_array()?;
+                let times = |w: &str| -> Option<Vec<f64>> {
+                    let v = variants.iter().find(|v| v["workload"] == w)?;
+                    Some(
+                        v["times_ms"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(Value::as_f64)
+                            .collect(),
+                    )
+                };
+                let (ours, theirs) = (times(workload)?, times(against)?);
+                let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(o, t)| t / o).collect();
+                if ratios.is_empty() {
+                    return None;
+                }
+                let ratio = crate::workload::median(&ratios);
+                Some(format!(
+                    "- {what}: {ratio:.2}× the throughput of `{against}` (`{row}`, paired per round; {:.0} vs {:.0} ms) — {}",
+                    crate::workload::median(&ours),
+                    crate::workload::median(&theirs),
+                    verdict(ratio >= *min)
+                ))
             }
             Check::FileSize {
                 workload,

@@ -82,6 +82,12 @@ pub enum Workload {
     /// backward's input and `R` gradients, attention's batched products),
     /// on plain contiguous operands: the step's gemm limit on this machine.
     GemmStep,
+    /// Batched inference through an [`loraxs::AdapterBank`] holding 1, 10,
+    /// 100 and 1,000 LoRA-XS r=16 adapters, each row of the batch routed to
+    /// its own adapter (as many distinct ones as the batch has rows), in
+    /// one process alternating with the base model, one adapter merged
+    /// and one adapter unmerged; the per-batch routing is timed too.
+    InferBank,
     /// Forward, backward and AdamW step of the decoder with LoRA-XS r=64
     /// (alpha 64, the paper's math recipe) on the seven decoder targets:
     /// next-token loss over every position of `batch` random sequences of
@@ -99,7 +105,7 @@ pub const NEW_TOKENS: usize = 32;
 
 impl Workload {
     /// Every workload, in reporting order.
-    pub const ALL: [Workload; 22] = [
+    pub const ALL: [Workload; 23] = [
         Workload::TrainLoraXs,
         Workload::TrainLora,
         Workload::TrainVera,
@@ -109,6 +115,7 @@ impl Workload {
         Workload::InferLoraXsMerged,
         Workload::InferLoraXsFactored,
         Workload::InferCompare,
+        Workload::InferBank,
         Workload::SvdExact,
         Workload::SvdKrylov,
         Workload::SvdRandomized,
@@ -136,6 +143,7 @@ impl Workload {
             Workload::InferLoraXsMerged => "infer-lora-xs-merged",
             Workload::InferLoraXsFactored => "infer-lora-xs-factored",
             Workload::InferCompare => "infer-compare",
+            Workload::InferBank => "infer-bank",
             Workload::SvdExact => "svd-exact",
             Workload::SvdKrylov => "svd-krylov",
             Workload::SvdRandomized => "svd-randomized",
@@ -169,6 +177,7 @@ impl Workload {
             | Workload::InferLoraXsMerged
             | Workload::InferLoraXsFactored
             | Workload::InferCompare
+            | Workload::InferBank
             | Workload::AdapterSave
             | Workload::AdapterLoad
             | Workload::AdapterLoadStoredFactors
@@ -412,6 +421,60 @@ pub struct Variant {
     pub ratio_quartiles: [f64; 2],
 }
 
+/// One variant of a paired workload: its name and one forward pass.
+type Run<'a, B> = (&'a str, Box<dyn Fn() -> Tensor<B, 3> + 'a>);
+
+/// Adapters in the banks of `infer-bank`.
+pub const BANK_SIZES: [usize; 4] = [1, 10, 100, 1000];
+
+/// Runs every variant once a round, rotating which goes first, for
+/// `warmup` untimed and `reps` timed rounds: each variant's times, and its
+/// ratio to the first variant's time in the same round (the machine state
+/// both saw). Returns the first variant's times, the memory figures and the
+/// variants.
+fn alternate<B: Backend>(
+    options: &Options,
+    runs: &[Run<'_, B>],
+    device: &B::Device,
+) -> Result<(Vec<f64>, u64, u64, Vec<Variant>), String> {
+    let mut times = vec![Vec::new(); runs.len()];
+    let mut round = 0;
+    let (_, setup, peak) = time(options, || {
+        let mut round_times = vec![0.0; runs.len()];
+        for k in 0..runs.len() {
+            let i = (k + round) % runs.len();
+            let started = Instant::now();
+            let _ = (runs[i].1)().into_data();
+            B::sync(device).map_err(|e| format!("{e:?}"))?;
+            round_times[i] = started.elapsed().as_secs_f64() * 1e3;
+        }
+        round += 1;
+        if round > options.warmup {
+            for (all, t) in times.iter_mut().zip(round_times) {
+                all.push(t);
+            }
+        }
+        Ok(())
+    })?;
+    let variants = runs
+        .iter()
+        .zip(&times)
+        .map(|((name, _), t)| {
+            let ratios: Vec<f64> = t.iter().zip(&times[0]).map(|(a, b)| a / b).collect();
+            Variant {
+                workload: name.to_string(),
+                times_ms: t.clone(),
+                median_ms: median(t),
+                ratio_to_base: median(&ratios),
+                ratio_quartiles: [quantile(&ratios, 0.25), quantile(&ratios, 0.75)],
+            }
+        })
+        .collect();
+    // The row's own figures are the first variant's (round totals would
+    // mean nothing); the variants carry the rest.
+    Ok((times[0].clone(), setup, peak, variants))
+}
+
 /// The `q`-quantile (0..=1) by linear interpolation.
 fn quantile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
@@ -605,48 +668,80 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
                 ),
             ];
             let input = models[0].1.input(&tokens, device).map_err(|e| e.to_string())?;
-            let mut times = vec![Vec::new(); models.len()];
-            let mut round = 0;
-            let result = time(options, || {
-                // Rotate the order every round so no variant always runs
-                // first (or right after the same neighbour).
-                let mut round_times = vec![0.0; models.len()];
-                for k in 0..models.len() {
-                    let i = (k + round) % models.len();
-                    let started = Instant::now();
-                    let out = models[i].1.forward(input.clone());
-                    let _ = out.hidden.into_data();
-                    B::sync(device).map_err(|e| format!("{e:?}"))?;
-                    round_times[i] = started.elapsed().as_secs_f64() * 1e3;
-                }
-                round += 1;
-                if round > options.warmup {
-                    for (all, t) in times.iter_mut().zip(round_times) {
-                        all.push(t);
-                    }
-                }
-                Ok(())
-            })?;
-            variants = Some(
-                models
-                    .iter()
-                    .zip(&times)
-                    .map(|((name, _), t)| {
-                        let ratios: Vec<f64> = t.iter().zip(&times[0]).map(|(a, b)| a / b).collect();
-                        Variant {
-                            workload: name.to_string(),
-                            times_ms: t.clone(),
-                            median_ms: median(t),
-                            ratio_to_base: median(&ratios),
-                            ratio_quartiles: [quantile(&ratios, 0.25), quantile(&ratios, 0.75)],
-                        }
-                    })
-                    .collect(),
+            let runs: Vec<Run<'_, B>> = models
+                .iter()
+                .map(|(name, m)| {
+                    let input = input.clone();
+                    let run: Box<dyn Fn() -> Tensor<B, 3>> =
+                        Box::new(move || m.forward(input.clone()).hidden);
+                    (*name, run)
+                })
+                .collect();
+            let (times, setup, peak, found) = alternate::<B>(options, &runs, device)?;
+            variants = Some(found);
+            (times, setup, peak)
+        }
+        Workload::InferBank => {
+            let (encoder, _) = model.encoder::<B>(device).map_err(|e| e.to_string())?;
+            let config = w.adapter().expect("adapted variants");
+            let single = randomise_r(
+                loraxs::inject(encoder.clone(), &config)
+                    .map_err(|e| e.to_string())?
+                    .model,
             );
-            // The row's own figures are the base model's (round totals
-            // would mean nothing); the variants carry the rest.
-            let (_, setup, peak) = result;
-            (times[0].clone(), setup, peak)
+            let merged = loraxs::merge(single.clone());
+            let file = AdapterFile::from_model(&single, &config, SaveOptions::default())
+                .map_err(|e| e.to_string())?;
+            // 1,000 different adapters: the same file with R redrawn.
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let files: Vec<AdapterFile> = (0..BANK_SIZES[BANK_SIZES.len() - 1])
+                .map(|_| {
+                    let mut f = file.clone();
+                    if let Some(t) = f.tensors.get_mut(loraxs::LORA_XS_R) {
+                        t.values
+                            .iter_mut()
+                            .for_each(|v| *v = (rng.random::<f32>() - 0.5) * 0.02);
+                    }
+                    f
+                })
+                .collect();
+            let names: Vec<String> = (0..files.len()).map(|i| format!("adapter-{i}")).collect();
+            let path = std::path::Path::new("generated");
+            let mut banks = Vec::new();
+            for &n in &BANK_SIZES {
+                let mut bank =
+                    loraxs::AdapterBank::new(encoder.clone(), &config).map_err(|e| e.to_string())?;
+                let entries: Vec<(&str, &AdapterFile, &std::path::Path)> = names[..n]
+                    .iter()
+                    .zip(&files)
+                    .map(|(name, f)| (name.as_str(), f, path))
+                    .collect();
+                bank.insert_all(&entries).map_err(|e| e.to_string())?;
+                // Row i uses adapter (i · 7919) mod n: min(n, rows) distinct.
+                let slots: Vec<usize> = (0..options.batch).map(|i| (i * 7919) % n + 1).collect();
+                banks.push((format!("bank-{n}"), bank, slots));
+            }
+            let input = encoder.input(&tokens, device).map_err(|e| e.to_string())?;
+            let mut runs: Vec<Run<'_, B>> = Vec::new();
+            for (name, m) in [
+                ("base", &encoder),
+                ("merged", &merged),
+                ("single-adapter", &single),
+            ] {
+                let input = input.clone();
+                runs.push((name, Box::new(move || m.forward(input.clone()).hidden)));
+            }
+            for (name, bank, slots) in &banks {
+                let input = input.clone();
+                runs.push((
+                    name.as_str(),
+                    Box::new(move || bank.route(slots, device).forward(input.clone()).hidden),
+                ));
+            }
+            let (times, setup, peak, found) = alternate::<B>(options, &runs, device)?;
+            values = Some(banks[0].1.bytes_per_adapter() / std::mem::size_of::<f32>());
+            variants = Some(found);
+            (times, setup, peak)
         }
         Workload::SvdExact | Workload::SvdKrylov | Workload::SvdRandomized | Workload::SvdRandomized10 => {
             let (encoder, _) = model.encoder::<B>(device).map_err(|e| e.to_string())?;

@@ -197,6 +197,54 @@ impl<B: Backend, H: AdapterHost<B> + Clone> AdapterBank<B, H> {
     /// [`AdapterError::BaseMismatch`]); `A` and `B` stored in the file must
     /// be the bank's. Its own `alpha` is kept (the bank stores `s·R`).
     pub fn insert(&mut self, name: &str, file: &AdapterFile, path: &Path) -> Result<()> {
+        self.insert_all(&[(name, file, path)])
+    }
+
+    /// Adds several adapters at once, `(name, file, path)` each, with one
+    /// copy of the stacks (inserting `n` adapters one by one copies them
+    /// `n` times). All or none: the first adapter that cannot join is the
+    /// error and the bank is left as it was.
+    pub fn insert_all(&mut self, adapters: &[(&str, &AdapterFile, &Path)]) -> Result<()> {
+        let mut checked = Vec::with_capacity(adapters.len());
+        for (i, &(name, file, path)) in adapters.iter().enumerate() {
+            if adapters[..i].iter().any(|(n, _, _)| *n == name) {
+                return Err(AdapterError::DuplicateAdapter { name: name.into() });
+            }
+            checked.push(self.check(name, file, path)?);
+        }
+        let (r, n) = (self.config.rank, self.modules.len());
+        let k = checked.len();
+        let mut stacks = Vec::with_capacity(n);
+        for (m, stack) in self.stacks.iter().enumerate() {
+            let mut values = Vec::with_capacity(k * r * r);
+            for (scale, file, _) in &checked {
+                let stacked = &file.tensors[LORA_XS_R].values;
+                values.extend(stacked[m * r * r..(m + 1) * r * r].iter().map(|v| v * scale));
+            }
+            let added = Tensor::<B, 3>::from_data(TensorData::new(values, [k, r, r]), &stack.device());
+            stacks.push(Tensor::cat(vec![stack.clone(), added], 0));
+        }
+        self.stacks = stacks;
+        for ((_, file, name), _) in checked.iter().zip(adapters) {
+            self.names.push(name.to_string());
+            self.heads.push(
+                file.tensors
+                    .iter()
+                    .filter_map(|(k, t)| k.strip_prefix(HEAD_PREFIX).map(|k| (k.to_string(), t.clone())))
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that `file` can join as `name`: its scale, the file and the
+    /// name.
+    fn check<'f>(
+        &self,
+        name: &'f str,
+        file: &'f AdapterFile,
+        path: &Path,
+    ) -> Result<(f32, &'f AdapterFile, &'f str)> {
         if self.names.iter().any(|n| n == name) {
             return Err(AdapterError::DuplicateAdapter { name: name.into() });
         }
@@ -257,25 +305,7 @@ impl<B: Backend, H: AdapterHost<B> + Clone> AdapterBank<B, H> {
         if file.factors_stored {
             self.check_factors(file, path)?;
         }
-        let scale = c.scale() as f32;
-        let mut stacks = Vec::with_capacity(n);
-        for (m, stack) in self.stacks.iter().enumerate() {
-            let values: Vec<f32> = stacked.values[m * r * r..(m + 1) * r * r]
-                .iter()
-                .map(|v| v * scale)
-                .collect();
-            let slot = Tensor::<B, 3>::from_data(TensorData::new(values, [1, r, r]), &stack.device());
-            stacks.push(Tensor::cat(vec![stack.clone(), slot], 0));
-        }
-        self.stacks = stacks;
-        self.names.push(name.into());
-        self.heads.push(
-            file.tensors
-                .iter()
-                .filter_map(|(k, t)| k.strip_prefix(HEAD_PREFIX).map(|k| (k.to_string(), t.clone())))
-                .collect(),
-        );
-        Ok(())
+        Ok((c.scale() as f32, file, name))
     }
 
     /// Checks a file's stored `A` and `B` against the bank's.

@@ -139,6 +139,26 @@ fn adapters_come_and_go_and_the_others_keep_their_outputs() {
     bank.insert("a1", &adapter::<B>(22, 16.0, &device), Path::new("f"))
         .unwrap();
     assert_eq!(bank.len(), 3);
+
+    // Several at once: all or none.
+    let f = adapter::<B>(30, 16.0, &device);
+    let other_rank = inject(
+        Toy::<B>::new(1, &device),
+        &AdapterConfig::lora_xs(3).with_targets(TargetModules::new(["query", "value", "output.dense"])),
+    )
+    .unwrap()
+    .to_file(SaveOptions::default())
+    .unwrap();
+    let p = Path::new("f");
+    let err = bank.insert_all(&[("b0", &f, p), ("b0", &f, p)]).unwrap_err();
+    assert!(matches!(err, AdapterError::DuplicateAdapter { .. }), "{err}");
+    assert!(bank.insert_all(&[("b0", &f, p), ("b1", &other_rank, p)]).is_err());
+    assert_eq!(bank.len(), 3);
+    bank.insert_all(&[("b0", &f, p), ("b1", &f, p)]).unwrap();
+    assert_eq!(bank.names(), ["a0", "a2", "a1", "b0", "b1"]);
+    let one = tensor_values(bank.route(&[4], &device).forward(x.clone().narrow(0, 0, 1)));
+    let other = tensor_values(bank.route(&[5], &device).forward(x.clone().narrow(0, 0, 1)));
+    assert_eq!(one, other);
 }
 
 #[test]
