@@ -44,6 +44,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Export an adapter: `cargo xtask export --model DIR --adapter FILE
+    /// --to peft|merged --out DIR` (flags: `cargo xtask export --help`).
+    /// Runs `loraxs-experiments export`.
+    #[command(disable_help_flag = true)]
+    Export {
+        /// Passed to `loraxs-experiments export`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Whole-model benchmarks on loraxs and the PyTorch reference, side by
     /// side (`docs/results/bench-<backend>.md`); flags: `cargo xtask bench --help`.
     #[command(disable_help_flag = true)]
@@ -127,6 +136,7 @@ fn main() -> ExitCode {
         }
         Cmd::Report { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["report"], args),
         Cmd::Bench { args } => cargo_run("loraxs-benches", "loraxs-bench", &[], args),
+        Cmd::Export { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["export"], args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,7 @@
 
 mod backend;
 mod error;
+mod export;
 mod figures;
 mod math;
 mod plan;
@@ -40,6 +41,7 @@ mod table;
 
 pub use backend::{BackendKind, OnBackend};
 pub use error::{ExperimentError, Result};
+pub use export::{ExportFormat, ExportRequest, export};
 pub use figures::{ParamPoints, draw_glue_figures, figure_paths, param_points, smooth};
 pub use math::{
     BaseRecord, MATH_BUILT_IN, MathMethod, MathProfile, MathRecord, math_table, read_math_results,

@@ -42,6 +42,39 @@ enum Cmd {
     },
     /// List the built-in profiles.
     Profiles,
+    /// Export an adapter file: `--to peft` (a PEFT LoRA folder, loadable by
+    /// PEFT, transformers and vLLM) or `--to merged` (a Hugging Face model
+    /// folder with the update folded into the weights).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The base model folder (Hugging Face encoder or decoder; a GGUF file
+    /// or folder for `--to peft`).
+    #[arg(long)]
+    model: PathBuf,
+    /// The loraxs adapter file.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// `peft` or `merged`.
+    #[arg(long)]
+    to: loraxs_experiments::ExportFormat,
+    /// Folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// PEFT: pad the rank with zeros to the next rank vLLM serves (1, 8,
+    /// 16, 32, 64, …).
+    #[arg(long)]
+    pad_rank: bool,
+    /// PEFT: module-name prefix of the class that will load the adapter
+    /// (e.g. `bert.` for BertForSequenceClassification).
+    #[arg(long, default_value = "")]
+    module_prefix: String,
+    /// Export an adapter saved with a task head without the head (not
+    /// written yet).
+    #[arg(long)]
+    drop_head: bool,
 }
 
 #[derive(Subcommand)]
@@ -228,6 +261,16 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
+        Cmd::Export(args) => loraxs_experiments::export(&loraxs_experiments::ExportRequest {
+            model: args.model,
+            adapter: args.adapter,
+            to: args.to,
+            out: args.out,
+            pad_rank: args.pad_rank,
+            module_prefix: args.module_prefix,
+            drop_head: args.drop_head,
+        })
+        .map(|summary| println!("{summary}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,6 +74,8 @@ mod adapted;
 #[cfg(feature = "burn")]
 mod bank;
 #[cfg(feature = "burn")]
+pub mod export;
+#[cfg(feature = "burn")]
 mod file;
 #[cfg(feature = "burn")]
 mod init;

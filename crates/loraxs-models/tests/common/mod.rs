@@ -8,3 +8,21 @@ use loraxs_models::ModelDir;
 pub fn minilm() -> Option<ModelDir> {
     loraxs_models::testing::test_model()
 }
+
+/// A one-layer host for tests of adapter plumbing.
+#[derive(burn::module::Module, Debug)]
+pub struct OneLinear<B: burn::tensor::backend::Backend> {
+    pub query: loraxs::AdaptedLinear<B>,
+}
+
+impl<B: burn::tensor::backend::Backend> loraxs::AdapterHost<B> for OneLinear<B> {
+    fn linears_mut(&mut self, visit: &mut dyn FnMut(&str, &mut loraxs::AdaptedLinear<B>)) {
+        visit("query", &mut self.query);
+    }
+}
+
+/// Largest `|a - b|`.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

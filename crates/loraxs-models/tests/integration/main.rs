@@ -6,6 +6,7 @@
 mod common;
 
 mod decoder;
+mod export;
 mod flex_copies;
 mod minilm;
 mod parity;

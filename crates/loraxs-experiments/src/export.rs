@@ -1,0 +1,178 @@
+//! `cargo xtask export`: a loraxs adapter file as a PEFT LoRA folder or
+//! folded into a Hugging Face model folder (see [`loraxs::export`]).
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use loraxs::AdapterFile;
+use loraxs::export::{PeftOptions, to_peft, write_merged_safetensors};
+
+use crate::{ExperimentError, Result};
+
+type B = NdArray<f32>;
+
+/// What to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A PEFT LoRA adapter folder.
+    Peft,
+    /// A Hugging Face model folder with the update folded into the weights.
+    Merged,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "peft" => Ok(Self::Peft),
+            "merged" => Ok(Self::Merged),
+            other => Err(format!(
+                "unknown export format `{other}`: expected peft or merged"
+            )),
+        }
+    }
+}
+
+/// An export request.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// The base model: an encoder or decoder Hugging Face folder, or a
+    /// decoder GGUF file (PEFT export only).
+    pub model: PathBuf,
+    /// The loraxs adapter file.
+    pub adapter: PathBuf,
+    /// The format.
+    pub to: ExportFormat,
+    /// The folder to write.
+    pub out: PathBuf,
+    /// PEFT: pad the rank to the next rank vLLM serves.
+    pub pad_rank: bool,
+    /// PEFT: prefix of module names in the class that will load the
+    /// adapter (e.g. `bert.` for `BertForSequenceClassification`).
+    pub module_prefix: String,
+    /// Export an adapter saved with a task head without it (otherwise an
+    /// error: the head is not written yet, and a classifier without its
+    /// head is rarely what is wanted).
+    pub drop_head: bool,
+}
+
+fn io(path: &Path, e: std::io::Error) -> ExperimentError {
+    ExperimentError::Results {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Whether `path` holds a decoder: a `.gguf` file, a folder with one, or a
+/// folder whose `config.json` is not BERT or RoBERTa.
+fn is_decoder(path: &Path) -> Result<bool> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return Ok(true);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| io(path, e))?;
+    for entry in entries {
+        let p = entry.map_err(|e| io(path, e))?.path();
+        if p.extension().is_some_and(|e| e == "gguf") {
+            return Ok(true);
+        }
+    }
+    let config = path.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| io(&config, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ExperimentError::Results {
+        path: config.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(!matches!(value["model_type"].as_str(), Some("bert" | "roberta")))
+}
+
+/// Runs `request`; returns a one-line summary.
+pub fn export(request: &ExportRequest) -> Result<String> {
+    let device = Default::default();
+    let file = AdapterFile::load(&request.adapter)?;
+    let head = file
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with(loraxs::HEAD_PREFIX))
+        .count();
+    if head > 0 && !request.drop_head {
+        return Err(ExperimentError::Results {
+            path: request.adapter.clone(),
+            reason: format!(
+                "the adapter carries a task head ({head} tensors), which export does not write yet \
+                 (PEFT's modules_to_save); pass --drop-head to export the encoder adapter alone"
+            ),
+        });
+    }
+    let decoder = is_decoder(&request.model)?;
+    if request.to == ExportFormat::Merged && (decoder && !request.model.join("model.safetensors").is_file()) {
+        return Err(ExperimentError::Results {
+            path: request.model.clone(),
+            reason: "a merged export rewrites the base's model.safetensors: give a Hugging Face folder \
+                     with one (GGUF and sharded checkpoints are not supported yet)"
+                .into(),
+        });
+    }
+    match (decoder, request.to) {
+        (false, to) => {
+            let dir = loraxs_models::ModelDir::new(&request.model)?;
+            let (base, _) = dir.encoder::<B>(&device)?;
+            let model = file.apply(base, &request.adapter)?.model;
+            finish(&model, &file, request, to)
+        }
+        (true, to) => {
+            let (base, _, _) = loraxs_models::load_decoder::<B>(&request.model, &device)?;
+            let model = file.apply(base, &request.adapter)?.model;
+            finish(&model, &file, request, to)
+        }
+    }
+}
+
+fn finish<H: loraxs::AdapterHost<B>>(
+    model: &H,
+    file: &AdapterFile,
+    request: &ExportRequest,
+    to: ExportFormat,
+) -> Result<String> {
+    let out = &request.out;
+    match to {
+        ExportFormat::Peft => {
+            let options = PeftOptions {
+                pad_rank: request.pad_rank,
+                module_prefix: request.module_prefix.clone(),
+                base_model: Some(request.model.display().to_string()),
+                task_type: None,
+            };
+            let peft = to_peft(model, &file.config, &options)?;
+            peft.write(out)?;
+            Ok(format!(
+                "wrote {} (PEFT LoRA, rank {}, {} tensors)",
+                out.display(),
+                peft.rank,
+                peft.tensors.len()
+            ))
+        }
+        ExportFormat::Merged => {
+            std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+            // Everything but the weights travels as is (config, tokenizer).
+            let entries = std::fs::read_dir(&request.model).map_err(|e| io(&request.model, e))?;
+            for entry in entries {
+                let path = entry.map_err(|e| io(&request.model, e))?.path();
+                let name = path.file_name().unwrap_or_default();
+                let skip = name == "model.safetensors"
+                    || path.extension().is_some_and(|e| e == "bin" || e == "gguf")
+                    || !path.is_file();
+                if !skip {
+                    std::fs::copy(&path, out.join(name)).map_err(|e| io(&path, e))?;
+                }
+            }
+            let n = write_merged_safetensors(
+                model,
+                &file.config,
+                &request.model.join("model.safetensors"),
+                &out.join("model.safetensors"),
+            )?;
+            Ok(format!("wrote {} ({n} weights merged)", out.display()))
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Leaving loraxs: a LoRA-XS adapter as a PEFT LoRA adapter (loadable by
+//! PEFT, transformers and vLLM), or folded into the base weights of a
+//! Hugging Face `model.safetensors`.
+//!
+//! LoRA-XS's update `s·B R A` is a LoRA update of rank `r` with
+//! `lora_A = s·R·A` (`r × in`) and `lora_B = B` (`out × r`); with
+//! `lora_alpha = r` PEFT's own scale is 1, so PEFT computes exactly
+//! `W x + b + s·B R A x`. vLLM serves only some ranks; [`PeftOptions::pad_rank`]
+//! pads `lora_A` with zero rows and `lora_B` with zero columns up to the
+//! next one, which changes nothing in the output.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::interop::{tensor_values, torch_weight};
+use crate::{AdaptedLinear, AdapterConfig, AdapterError, AdapterHost, Method, Result};
+
+/// Ranks vLLM accepts for LoRA adapters (`max_lora_rank`).
+pub const VLLM_RANKS: [usize; 9] = [1, 8, 16, 32, 64, 128, 256, 320, 512];
+
+/// How [`to_peft`] writes the adapter.
+#[derive(Debug, Clone, Default)]
+pub struct PeftOptions {
+    /// Pad the rank up to the next of [`VLLM_RANKS`] (zeros: the output
+    /// is unchanged).
+    pub pad_rank: bool,
+    /// Prefix of the module names in the Hugging Face class the adapter is
+    /// loaded into, e.g. `bert.` for `BertForSequenceClassification`
+    /// (loraxs names encoder modules as `BertModel` does, and decoder
+    /// modules as `LlamaForCausalLM` does).
+    pub module_prefix: String,
+    /// `base_model_name_or_path` in `adapter_config.json`.
+    pub base_model: Option<String>,
+    /// `task_type` in `adapter_config.json` (e.g. `CAUSAL_LM`,
+    /// `FEATURE_EXTRACTION`).
+    pub task_type: Option<String>,
+}
+
+/// A PEFT LoRA adapter: `adapter_config.json` and the tensors of
+/// `adapter_model.safetensors`.
+#[derive(Debug, Clone)]
+pub struct PeftAdapter {
+    /// The contents of `adapter_config.json`.
+    pub config: serde_json::Value,
+    /// `(name, shape, values)` of every tensor, in module order.
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// The rank written (padded or not).
+    pub rank: usize,
+    /// Metadata of `adapter_model.safetensors` (`format: pt`, and the
+    /// loraxs method, rank and alpha it came from).
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+impl PeftAdapter {
+    /// Writes `adapter_config.json` and `adapter_model.safetensors` into
+    /// `dir` (created if missing).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let io = |path: &Path, e: std::io::Error| AdapterError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let config_path = dir.join("adapter_config.json");
+        let text = serde_json::to_string_pretty(&self.config).expect("JSON values serialise");
+        std::fs::write(&config_path, text + "\n").map_err(|e| io(&config_path, e))?;
+        let bytes: Vec<Vec<u8>> = self
+            .tensors
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let path = dir.join("adapter_model.safetensors");
+        let views = self
+            .tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((name, shape, _), b)| {
+                TensorView::new(Dtype::F32, shape.clone(), b)
+                    .map(|view| (name.clone(), view))
+                    .map_err(|e| corrupt(&path, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let file =
+            safetensors::serialize(views, Some(self.metadata.clone())).map_err(|e| corrupt(&path, e))?;
+        std::fs::write(&path, file).map_err(|e| io(&path, e))
+    }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> AdapterError {
+    AdapterError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// The LoRA-XS adapter of `model` (injected or loaded with `config`) as a
+/// PEFT LoRA adapter (see the [module docs](self)).
+pub fn to_peft<B: Backend, H: AdapterHost<B>>(
+    model: &H,
+    config: &AdapterConfig,
+    options: &PeftOptions,
+) -> Result<PeftAdapter> {
+    if config.method != Method::LoraXs {
+        return Err(AdapterError::InvalidConfig {
+            field: "method",
+            reason: format!(
+                "is {}: PEFT export is written for LoRA-XS adapters",
+                config.method.spec().name()
+            ),
+        });
+    }
+    let r = config.rank;
+    let rank = if options.pad_rank {
+        *VLLM_RANKS
+            .iter()
+            .find(|&&v| v >= r)
+            .ok_or_else(|| AdapterError::InvalidConfig {
+                field: "rank",
+                reason: format!("{r} exceeds vLLM's largest LoRA rank, {}", VLLM_RANKS[8]),
+            })?
+    } else {
+        r
+    };
+    let mut tensors = Vec::new();
+    let mut problem = None;
+    model.linears(&mut |name, layer| {
+        if !config.targets.matches(name) || problem.is_some() {
+            return;
+        }
+        let AdaptedLinear::LoraXs(xs) = layer else {
+            problem = Some(AdapterError::InvalidConfig {
+                field: "targets",
+                reason: format!("module `{name}` carries no LoRA-XS adapter"),
+            });
+            return;
+        };
+        if xs.merged {
+            problem = Some(AdapterError::Merged { module: name.into() });
+            return;
+        }
+        let (d_in, d_out) = xs.dims();
+        // s·R·A, r × in; B, out × r (PyTorch orientation).
+        let down = tensor_values(xs.r.val().matmul(xs.a_torch()).mul_scalar(xs.scale));
+        let up = tensor_values(xs.b_torch());
+        let mut lora_a = down;
+        lora_a.resize(rank * d_in, 0.0);
+        let mut lora_b = Vec::with_capacity(d_out * rank);
+        for row in up.chunks(r) {
+            lora_b.extend_from_slice(row);
+            lora_b.extend(std::iter::repeat_n(0.0, rank - r));
+        }
+        let key = format!("base_model.model.{}{name}", options.module_prefix);
+        tensors.push((format!("{key}.lora_A.weight"), vec![rank, d_in], lora_a));
+        tensors.push((format!("{key}.lora_B.weight"), vec![d_out, rank], lora_b));
+    });
+    if let Some(e) = problem {
+        return Err(e);
+    }
+    let json = serde_json::json!({
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": rank,
+        "target_modules": config.targets.patterns(),
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "use_rslora": false,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "task_type": options.task_type,
+        "base_model_name_or_path": options.base_model,
+    });
+    // Provenance in the weights file's metadata (an unknown key in
+    // adapter_config.json makes PEFT warn about a newer version).
+    let metadata = [
+        ("format", "pt".to_string()),
+        ("loraxs_method", "lora-xs".to_string()),
+        ("loraxs_rank", r.to_string()),
+        ("loraxs_alpha", config.alpha.to_string()),
+        (
+            "loraxs_note",
+            "lora_A = (alpha/r)·R·A, lora_B = B; lora_alpha = r makes PEFT's scale 1".to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Ok(PeftAdapter {
+        config: json,
+        tensors,
+        rank,
+        metadata,
+    })
+}
+
+/// Writes `out`: the Hugging Face weights file `original` with every
+/// adapted module of `model` replaced by its merged weight `W + ΔW` (any
+/// method), in the tensor's own dtype (F32, F16 or BF16); every other
+/// tensor and the metadata as they were. A module `name` is the file's
+/// tensor `name.weight`, or the one tensor ending in `.name.weight` (a
+/// class prefix such as `bert.`). Returns the number of tensors replaced.
+pub fn write_merged_safetensors<B: Backend, H: AdapterHost<B>>(
+    model: &H,
+    config: &AdapterConfig,
+    original: &Path,
+    out: &Path,
+) -> Result<usize> {
+    let bytes = std::fs::read(original).map_err(|e| AdapterError::Io {
+        path: original.to_path_buf(),
+        source: e,
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(original, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(original, e))?;
+    let names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    let mut merged: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut problem = None;
+    model.linears(&mut |name, layer| {
+        if problem.is_some() || !config.targets.matches(name) {
+            return;
+        }
+        let exact = format!("{name}.weight");
+        let suffix = format!(".{exact}");
+        let found: Vec<&String> = names
+            .iter()
+            .filter(|n| **n == exact || n.ends_with(&suffix))
+            .collect();
+        let [key] = found[..] else {
+            problem = Some(if found.is_empty() {
+                AdapterError::MissingTensor {
+                    path: original.to_path_buf(),
+                    tensor: exact,
+                }
+            } else {
+                corrupt(original, format!("{} tensors end in `{exact}`", found.len()))
+            });
+            return;
+        };
+        let view = st.tensor(key).expect("listed name");
+        let weight = torch_weight(layer.clone().merge().base());
+        let (d_in, d_out) = layer.dims();
+        if view.shape() != [d_out, d_in] {
+            problem = Some(AdapterError::ShapeMismatch {
+                path: original.to_path_buf(),
+                tensor: key.clone(),
+                expected: vec![d_out, d_in],
+                found: view.shape().to_vec(),
+            });
+            return;
+        }
+        let encoded = match view.dtype() {
+            Dtype::F32 => weight.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => weight
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            Dtype::BF16 => weight
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+            other => {
+                problem = Some(AdapterError::Dtype {
+                    path: original.to_path_buf(),
+                    tensor: key.clone(),
+                    dtype: format!("{other:?}"),
+                });
+                return;
+            }
+        };
+        merged.push((key.clone(), encoded));
+    });
+    if let Some(e) = problem {
+        return Err(e);
+    }
+    let views = names
+        .iter()
+        .map(|n| {
+            let view = st.tensor(n).expect("listed name");
+            let data = merged
+                .iter()
+                .find(|(k, _)| k == n)
+                .map_or(view.data(), |(_, b)| b.as_slice());
+            TensorView::new(view.dtype(), view.shape().to_vec(), data)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| corrupt(original, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let file = safetensors::serialize(views, meta.metadata().clone()).map_err(|e| corrupt(out, e))?;
+    std::fs::write(out, file).map_err(|e| AdapterError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    Ok(merged.len())
+}
