@@ -53,6 +53,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Bring a PEFT LoRA adapter over to LoRA-XS: `cargo xtask import --model
+    /// DIR --peft DIR --rank R --out FILE`. Runs `loraxs-experiments import`.
+    #[command(disable_help_flag = true)]
+    Import {
+        /// Passed to `loraxs-experiments import`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Whole-model benchmarks on loraxs and the PyTorch reference, side by
     /// side (`docs/results/bench-<backend>.md`); flags: `cargo xtask bench --help`.
     #[command(disable_help_flag = true)]
@@ -137,6 +145,7 @@ fn main() -> ExitCode {
         Cmd::Report { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["report"], args),
         Cmd::Bench { args } => cargo_run("loraxs-benches", "loraxs-bench", &[], args),
         Cmd::Export { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["export"], args),
+        Cmd::Import { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["import"], args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -176,3 +176,37 @@ fn finish<H: loraxs::AdapterHost<B>>(
         }
     }
 }
+
+/// `cargo xtask import`: a PEFT LoRA folder projected onto LoRA-XS of
+/// `rank` on the base `model`, saved as a loraxs adapter file at `out`;
+/// returns a summary with the projection's relative error.
+pub fn import(model: &Path, peft: &Path, rank: usize, out: &Path) -> Result<String> {
+    let device = Default::default();
+    fn finish<H: loraxs::AdapterHost<B>>(
+        imported: loraxs::export::ImportedPeft<H>,
+        out: &Path,
+    ) -> Result<String> {
+        imported.adapted.save(out, loraxs::SaveOptions::default())?;
+        let worst = imported
+            .modules
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(String::new(), |(name, e)| {
+                format!("; worst module {name}: {e:.3}")
+            });
+        Ok(format!(
+            "wrote {} (LoRA-XS r={}, {} modules); relative error of the projection ‖ΔW − s·BRA‖/‖ΔW‖ = {:.4}{worst}",
+            out.display(),
+            imported.adapted.config.rank,
+            imported.modules.len(),
+            imported.relative_error
+        ))
+    }
+    if is_decoder(model)? {
+        let (base, _, _) = loraxs_models::load_decoder::<B>(model, &device)?;
+        finish(loraxs::export::import_peft(base, peft, rank)?, out)
+    } else {
+        let (base, _) = loraxs_models::ModelDir::new(model)?.encoder::<B>(&device)?;
+        finish(loraxs::export::import_peft(base, peft, rank)?, out)
+    }
+}

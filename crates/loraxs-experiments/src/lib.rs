@@ -41,7 +41,7 @@ mod table;
 
 pub use backend::{BackendKind, OnBackend};
 pub use error::{ExperimentError, Result};
-pub use export::{ExportFormat, ExportRequest, export};
+pub use export::{ExportFormat, ExportRequest, export, import};
 pub use figures::{ParamPoints, draw_glue_figures, figure_paths, param_points, smooth};
 pub use math::{
     BaseRecord, MATH_BUILT_IN, MathMethod, MathProfile, MathRecord, math_table, read_math_results,

@@ -46,6 +46,26 @@ enum Cmd {
     /// PEFT, transformers and vLLM) or `--to merged` (a Hugging Face model
     /// folder with the update folded into the weights).
     Export(ExportArgs),
+    /// Bring a PEFT LoRA adapter over to LoRA-XS: its update projected onto
+    /// the base's SVD basis (`R = Bᵀ·ΔW·A⁺`), saved as a loraxs adapter
+    /// file; prints what the projection loses.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The base model folder (Hugging Face encoder or decoder, or GGUF).
+    #[arg(long)]
+    model: PathBuf,
+    /// The PEFT folder (adapter_config.json, adapter_model.safetensors).
+    #[arg(long)]
+    peft: PathBuf,
+    /// LoRA-XS rank.
+    #[arg(long)]
+    rank: usize,
+    /// The adapter file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -271,6 +291,8 @@ fn main() -> ExitCode {
             drop_head: args.drop_head,
         })
         .map(|summary| println!("{summary}")),
+        Cmd::Import(args) => loraxs_experiments::import(&args.model, &args.peft, args.rank, &args.out)
+            .map(|summary| println!("{summary}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

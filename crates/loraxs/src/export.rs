@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -291,4 +292,181 @@ pub fn write_merged_safetensors<B: Backend, H: AdapterHost<B>>(
         source: e,
     })?;
     Ok(merged.len())
+}
+
+/// A PEFT LoRA adapter projected onto LoRA-XS (see [`import_peft`]).
+#[derive(Debug)]
+pub struct ImportedPeft<H> {
+    /// The base with the projected LoRA-XS adapter.
+    pub adapted: crate::Adapted<H>,
+    /// `‖ΔW − s·BRA‖_F / ‖ΔW‖_F` over all modules together: how much of
+    /// the LoRA update the LoRA-XS subspace cannot hold.
+    pub relative_error: f64,
+    /// The same per module, in model order.
+    pub modules: Vec<(String, f64)>,
+}
+
+/// Brings a PEFT LoRA adapter (a folder with `adapter_config.json` and
+/// `adapter_model.safetensors`) over to LoRA-XS of `rank` on `base`: the
+/// closest LoRA-XS update to each module's `ΔW = (alpha/r)·B_p A_p` in the
+/// Frobenius norm, `R = Bᵀ ΔW A⁺ / s` in the SVD basis of the base weights
+/// (`B = U_r` orthonormal, `A⁺ = V_r Σ_r⁻¹`), computed in `r`-sized
+/// products without forming `ΔW`. `alpha = rank`, so `s = 1`. Reports what
+/// the projection loses ([`ImportedPeft::relative_error`]). Tensors are
+/// found by module name whatever the class prefix (`base_model.model.`,
+/// `bert.`, …).
+pub fn import_peft<B: Backend, H: AdapterHost<B>>(
+    base: H,
+    dir: &Path,
+    rank: usize,
+) -> Result<ImportedPeft<H>> {
+    let config_path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| AdapterError::Io {
+        path: config_path.clone(),
+        source: e,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| corrupt(&config_path, e))?;
+    let field = |name: &'static str, reason: String| AdapterError::Metadata {
+        path: config_path.clone(),
+        field: name.into(),
+        reason,
+    };
+    if json["peft_type"] != "LORA" {
+        return Err(field(
+            "peft_type",
+            format!("is {}, expected \"LORA\"", json["peft_type"]),
+        ));
+    }
+    let r_p = json["r"]
+        .as_u64()
+        .filter(|&r| r > 0)
+        .ok_or_else(|| field("r", format!("is {}, expected a positive integer", json["r"])))?
+        as f64;
+    let alpha_p = json["lora_alpha"].as_f64().ok_or_else(|| {
+        field(
+            "lora_alpha",
+            format!("is {}, expected a number", json["lora_alpha"]),
+        )
+    })?;
+    let scale_p = if json["use_rslora"].as_bool().unwrap_or(false) {
+        alpha_p / r_p.sqrt()
+    } else {
+        alpha_p / r_p
+    };
+    let targets: Vec<String> = match &json["target_modules"] {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|t| t.as_str().map(String::from))
+            .collect::<Option<_>>()
+            .ok_or_else(|| field("target_modules", "holds a non-string".into()))?,
+        other => {
+            return Err(field(
+                "target_modules",
+                format!(
+                    "is {other}, expected a list of module names (regular expressions are not supported)"
+                ),
+            ));
+        }
+    };
+    let weights_path = dir.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&weights_path).map_err(|e| AdapterError::Io {
+        path: weights_path.clone(),
+        source: e,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(&weights_path, e))?;
+    let names: Vec<String> = st.names().into_iter().map(String::from).collect();
+
+    let config = AdapterConfig::lora_xs(rank)
+        .with_alpha(rank as f64)
+        .with_targets(crate::TargetModules::new(targets))
+        .with_r_init(crate::RInit::Zeros);
+    let mut adapted = crate::inject(base, &config)?;
+    let mut problem = None;
+    let mut modules = Vec::new();
+    let (mut lost, mut total) = (0.0f64, 0.0f64);
+    adapted.model.linears_mut(&mut |name, layer| {
+        let AdaptedLinear::LoraXs(xs) = layer else { return };
+        if problem.is_some() {
+            return;
+        }
+        let (d_in, d_out) = xs.dims();
+        let mut read =
+            |part: &str, cols: Option<usize>, rows: Option<usize>| -> Option<(Vec<f32>, [usize; 2])> {
+                let exact = format!("{name}.{part}.weight");
+                let suffix = format!(".{exact}");
+                let key = names.iter().find(|n| **n == exact || n.ends_with(&suffix));
+                let Some(key) = key else {
+                    problem.get_or_insert(AdapterError::MissingTensor {
+                        path: weights_path.clone(),
+                        tensor: exact,
+                    });
+                    return None;
+                };
+                let view = st.tensor(key).expect("listed name");
+                let shape = view.shape().to_vec();
+                let ok = shape.len() == 2
+                    && cols.is_none_or(|c| shape[1] == c)
+                    && rows.is_none_or(|r| shape[0] == r);
+                if !ok {
+                    problem.get_or_insert(AdapterError::ShapeMismatch {
+                        path: weights_path.clone(),
+                        tensor: key.clone(),
+                        expected: vec![rows.unwrap_or(0), cols.unwrap_or(0)],
+                        found: shape,
+                    });
+                    return None;
+                }
+                let values = crate::file::decode_view(&view).or_else(|| {
+                    problem.get_or_insert(AdapterError::Dtype {
+                        path: weights_path.clone(),
+                        tensor: key.clone(),
+                        dtype: format!("{:?}", view.dtype()),
+                    });
+                    None
+                })?;
+                Some((values, [shape[0], shape[1]]))
+            };
+        let Some((a_p, a_shape)) = read("lora_A", Some(d_in), None) else {
+            return;
+        };
+        let Some((b_p, b_shape)) = read("lora_B", Some(a_shape[0]), Some(d_out)) else {
+            return;
+        };
+        let device = xs.r.device();
+        let a_p = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(a_p, a_shape), &device);
+        let b_p = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(b_p, b_shape), &device);
+        let (a, b) = (xs.a_torch(), xs.b_torch()); // r × in, out × r
+        // σ_i² = ‖A_i‖² (A = Σ Vᵀ).
+        let sigma2 = a.clone().powf_scalar(2.0).sum_dim(1).reshape([1, rank]);
+        // R = (Bᵀ B_p)(A_p Aᵀ) Σ⁻² · scale_p / s, s = 1.
+        let inner = b
+            .clone()
+            .transpose()
+            .matmul(b_p.clone())
+            .matmul(a_p.clone().matmul(a.transpose()));
+        let r = inner.div(sigma2.clone()).mul_scalar(scale_p);
+        // ‖ΔW‖² = scale_p² tr((B_pᵀB_p)(A_p A_pᵀ)); ‖B R A‖² = Σ_ij R_ij² σ_j².
+        let gram = b_p
+            .clone()
+            .transpose()
+            .matmul(b_p)
+            .matmul(a_p.clone().matmul(a_p.transpose()));
+        let rp = gram.dims()[0];
+        let eye = Tensor::<B, 2>::eye(rp, &device);
+        let delta2 = tensor_values((gram * eye).sum())[0] as f64 * scale_p * scale_p;
+        let kept2 = tensor_values(r.clone().powf_scalar(2.0).mul(sigma2).sum())[0] as f64;
+        let err2 = (delta2 - kept2).max(0.0);
+        modules.push((name.to_string(), (err2 / delta2.max(f64::MIN_POSITIVE)).sqrt()));
+        lost += err2;
+        total += delta2;
+        xs.r = crate::interop::replace_values(xs.r.clone(), &tensor_values(r), false);
+    });
+    if let Some(e) = problem {
+        return Err(e);
+    }
+    Ok(ImportedPeft {
+        adapted,
+        relative_error: (lost / total.max(f64::MIN_POSITIVE)).sqrt(),
+        modules,
+    })
 }

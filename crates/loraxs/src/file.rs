@@ -283,7 +283,7 @@ impl AdapterFile {
         };
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let values = decode(&view).ok_or_else(|| AdapterError::Dtype {
+            let values = decode_view(&view).ok_or_else(|| AdapterError::Dtype {
                 path: path.to_path_buf(),
                 tensor: name.clone(),
                 dtype: format!("{:?}", view.dtype()),
@@ -411,7 +411,7 @@ impl AdapterFile {
 }
 
 /// Decodes F32, F16 or BF16 little-endian data to `f32`.
-fn decode(view: &TensorView<'_>) -> Option<Vec<f32>> {
+pub(crate) fn decode_view(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let data = view.data();
     match view.dtype() {
         Dtype::F32 => Some(

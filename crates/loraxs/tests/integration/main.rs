@@ -7,5 +7,6 @@ mod common;
 
 mod bank;
 mod files;
+mod interchange;
 mod layers;
 mod training;
