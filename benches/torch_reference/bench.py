@@ -258,6 +258,22 @@ def run_glue(args):
     print(json.dumps(report))
 
 
+def timed(args, device, step):
+    """`args.warmup` untimed calls of `step`, then `args.reps` timed ones:
+    the times in ms and the resident memory before the first call."""
+    setup = reset_peak()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times, setup
+
+
 def timing_report(args, device, times, setup, **extra):
     """The JSON line's fields, as `loraxs-workload` prints them."""
     return {
@@ -342,18 +358,14 @@ def run_decoder(args):
             sync(device)
 
         tokens = args.batch * NEW_TOKENS
-    setup = reset_peak()
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.reps):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
+    times, setup = timed(args, device, step)
     if w.startswith("train"):
         extra["last_loss"] = last[0]
     extra["tokens_per_s"] = tokens / (statistics.median(times) / 1e3)
-    print(json.dumps(timing_report(args, device, times, setup, **extra)))
+    report = timing_report(args, device, times, setup, **extra)
+    if device.type == "cuda":
+        report["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(report))
 
 
 def run(args):
@@ -473,16 +485,7 @@ def run(args):
     else:
         raise SystemExit(f"unknown workload {w}; known: {', '.join(WORKLOADS)}")
 
-    setup = reset_peak()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.reps):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
+    times, setup = timed(args, device, step)
     if w.startswith("train-"):
         extra["last_loss"] = last[0]
     report = timing_report(args, device, times, setup, **extra)

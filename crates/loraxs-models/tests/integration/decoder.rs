@@ -2,6 +2,8 @@
 //! parity with transformers (tools/make_fixtures.py `smollm2`, which loads
 //! the same file through the `gguf` package), padded batches, the KV cache.
 
+use crate::common;
+
 use burn::backend::Flex;
 use loraxs::interop::tensor_values;
 use loraxs_models::{Decoder, DecoderConfig, KvCache, load_decoder};
@@ -19,15 +21,6 @@ fn ints(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<i64>) {
         .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
         .collect();
     (view.shape().to_vec(), v)
-}
-
-fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
 }
 
 fn model() -> Option<(Decoder<B>, DecoderConfig)> {
@@ -67,8 +60,8 @@ fn smollm2_logits_match_transformers() {
     let (_, mask) = ints(&st, "attention_mask");
     let (_, columns) = ints(&st, "columns");
     let (_, argmax) = ints(&st, "argmax");
-    let expected = floats(&st, "logits");
-    let maxima = floats(&st, "max");
+    let expected = common::floats(&st, "logits");
+    let maxima = common::floats(&st, "max");
     let (n, t) = (shape[0], shape[1]);
     let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
     let mask: Vec<u32> = mask.iter().map(|&x| x as u32).collect();

@@ -101,14 +101,7 @@ fn read_record(path: &Path) -> Record {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let f32s = |name: &str| -> Vec<f32> {
-        st.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
+    let f32s = |name: &str| common::floats(&st, name);
     let ids = |name: &str| -> (Vec<u32>, Vec<usize>) {
         let t = st.tensor(name).unwrap();
         let v = t
