@@ -16,6 +16,7 @@ with respect to every R and to the word embeddings (see minilm_gradients).
 Usage (torch, transformers and safetensors from PyPI):
     python tools/make_fixtures.py MODEL_DIR
     python tools/make_fixtures.py smollm2 GGUF_FILE   (needs `gguf` from PyPI too)
+    python tools/make_fixtures.py gemma-tiny         (a random tiny Gemma and its logits)
 where MODEL_DIR holds config.json, model.safetensors and tokenizer.json
 (e.g. datasets/cache/models/all-MiniLM-L6-v2 after `cargo xtask fetch model minilm`).
 """
@@ -41,6 +42,9 @@ PAIRS = [
 def main() -> None:
     if sys.argv[1] == "smollm2":
         smollm2_logits(pathlib.Path(sys.argv[2]))
+        return
+    if sys.argv[1] == "gemma-tiny":
+        gemma_tiny()
         return
     model_dir = pathlib.Path(sys.argv[1])
     out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
@@ -276,6 +280,39 @@ def smollm2_logits(gguf_file: pathlib.Path) -> None:
     path = out / "smollm2_parity.safetensors"
     save_file(tensors, str(path), metadata=metadata)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+def gemma_tiny() -> None:
+    """A tiny Gemma (1) with seeded random weights, saved as a Hugging Face
+    folder, and its logits on two fixed rows: the parity fixture of loraxs's
+    Gemma path (GeGLU, (1 + w) norms, embeddings scaled by sqrt(hidden)).
+    No real Gemma is reachable from these machines; the architecture is
+    what is checked."""
+    from safetensors.torch import save_file
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
+    folder = out / "gemma_tiny"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    config = GemmaConfig(
+        vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=128, hidden_activation="gelu_pytorch_tanh",
+    )
+    model = GemmaForCausalLM(config).eval()
+    with torch.no_grad():
+        # Norm weights are zeros at init ((1 + w) = 1): make them matter.
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0.0, 0.3)
+    model.save_pretrained(folder, safe_serialization=True)
+    ids = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+    path = out / "gemma_tiny_logits.safetensors"
+    save_file({"input_ids": ids.to(torch.int64).contiguous(), "logits": logits.contiguous()}, str(path))
+    print(f"wrote {folder} and {path} ({path.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,10 @@ pub struct DecoderConfig {
     /// Feed-forward activation (`silu` for SwiGLU).
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Gemma's name for the activation (`gelu_pytorch_tanh`); when set it
+    /// wins over `hidden_act`, as in transformers.
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
     /// Biases on the attention projections (Qwen2-style): not supported.
     #[serde(default)]
     pub attention_bias: bool,
@@ -166,6 +170,22 @@ impl DecoderConfig {
             path: path.into(),
             reason: e.to_string(),
         })
+    }
+
+    /// Whether this is Gemma (1): GeGLU, `(1 + w)` norms, embeddings
+    /// scaled by `√hidden`.
+    pub fn is_gemma(&self) -> bool {
+        self.model_type == "gemma"
+    }
+
+    /// The feed-forward activation: `hidden_activation`, else Gemma's
+    /// `gelu_pytorch_tanh`, else `hidden_act`.
+    pub fn activation(&self) -> &str {
+        match &self.hidden_activation {
+            Some(a) => a,
+            None if self.is_gemma() => "gelu_pytorch_tanh",
+            None => &self.hidden_act,
+        }
     }
 
     /// Width of one attention head.

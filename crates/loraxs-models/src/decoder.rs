@@ -28,13 +28,16 @@ pub trait WeightSource {
     fn finish(self: Box<Self>, absent_optional: Vec<String>) -> Result<LoadReport>;
 }
 
-/// `x / sqrt(mean(x²) + eps) · weight`, over the last dimension.
+/// `x / sqrt(mean(x²) + eps) · (offset + weight)`, over the last
+/// dimension (`offset` 0, or 1 for Gemma).
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// The scale (`weight`).
     pub weight: Param<Tensor<B, 1>>,
     /// Epsilon.
     pub eps: f64,
+    /// Added to `weight` (Gemma stores `w` and scales by `1 + w`).
+    pub offset: f64,
 }
 
 impl<B: Backend> RmsNorm<B> {
@@ -42,7 +45,8 @@ impl<B: Backend> RmsNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.weight.dims()[0];
         let ms = x.clone().powi_scalar(2).mean_dim(2);
-        x * (ms + self.eps).sqrt().recip() * self.weight.val().reshape([1, 1, h])
+        let scale = self.weight.val().add_scalar(self.offset).reshape([1, 1, h]);
+        x * (ms + self.eps).sqrt().recip() * scale
     }
 }
 
@@ -69,6 +73,8 @@ pub struct DecoderLayer<B: Backend> {
     pub down_proj: AdaptedLinear<B>,
     /// Query heads.
     pub heads: usize,
+    /// GeGLU with tanh-approximated GELU (Gemma) instead of SwiGLU.
+    pub gelu_tanh: bool,
     /// Key/value heads.
     pub kv_heads: usize,
     /// Width of a head.
@@ -94,6 +100,8 @@ pub struct Decoder<B: Backend> {
     /// The context length (`max_position_embeddings`): longer inputs are
     /// refused.
     pub max_positions: usize,
+    /// Embeddings are multiplied by this (Gemma: `√hidden`; else 1).
+    pub embed_scale: f64,
 }
 
 /// Keys and values of earlier tokens, per layer (after the rotation), for
@@ -131,13 +139,14 @@ fn norm<B: Backend>(
     w: &mut dyn WeightSource,
     name: &str,
     h: usize,
-    eps: f64,
+    config: &DecoderConfig,
     device: &B::Device,
 ) -> RmsNorm<B> {
     let values = w.take(&format!("{name}.weight"), &[h]);
     RmsNorm {
         weight: frozen(Tensor::from_data(TensorData::new(values, [h]), device)),
-        eps,
+        eps: config.rms_norm_eps,
+        offset: if config.is_gemma() { 1.0 } else { 0.0 },
     }
 }
 
@@ -193,19 +202,28 @@ fn rotary(config: &DecoderConfig) -> Result<(Vec<f64>, f64)> {
     }
 }
 
+/// GELU with PyTorch's tanh approximation (`gelu_pytorch_tanh`):
+/// `x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+        .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+}
+
 /// Checks that the config describes a decoder this module computes.
 pub fn check_supported(config: &DecoderConfig) -> Result<()> {
     let fail = |m: String| Err(ModelError::Input(m));
-    if config.model_type.starts_with("gemma") {
+    if config.model_type.starts_with("gemma") && !config.is_gemma() {
         return fail(format!(
-            "model_type `{}`: Gemma (GeGLU, (1 + w) norms, scaled embeddings) is not supported yet",
+            "model_type `{}`: Gemma 2 and later (logit soft-capping, sliding-window layers, extra norms) \
+             are not supported; Gemma (1) is",
             config.model_type
         ));
     }
-    if config.hidden_act != "silu" {
+    if !matches!(config.activation(), "silu" | "gelu_pytorch_tanh") {
         return fail(format!(
-            "hidden_act `{}` is not supported (SwiGLU needs `silu`)",
-            config.hidden_act
+            "activation `{}` is not supported (silu for SwiGLU, gelu_pytorch_tanh for GeGLU)",
+            config.activation()
         ));
     }
     if config.attention_bias || config.mlp_bias {
@@ -237,7 +255,7 @@ impl<B: Backend> Decoder<B> {
     ) -> Result<(Self, LoadReport)> {
         check_supported(config)?;
         let (inv_freq, position_scale) = rotary(config)?;
-        let (h, v, eps) = (config.hidden_size, config.vocab_size, config.rms_norm_eps);
+        let (h, v) = (config.hidden_size, config.vocab_size);
         let embed = w.take("model.embed_tokens.weight", &[v, h]);
         let embed_tokens = Embedding {
             weight: frozen(Tensor::from_data(TensorData::new(embed, [v, h]), device)),
@@ -249,7 +267,7 @@ impl<B: Backend> Decoder<B> {
                     .layer_linears()
                     .map(|(suffix, s)| linear(&mut *w, &format!("{p}.{suffix}"), s.d_out, s.d_in, device));
                 DecoderLayer {
-                    input_layernorm: norm(&mut *w, &format!("{p}.input_layernorm"), h, eps, device),
+                    input_layernorm: norm(&mut *w, &format!("{p}.input_layernorm"), h, config, device),
                     q_proj,
                     k_proj,
                     v_proj,
@@ -258,19 +276,20 @@ impl<B: Backend> Decoder<B> {
                         &mut *w,
                         &format!("{p}.post_attention_layernorm"),
                         h,
-                        eps,
+                        config,
                         device,
                     ),
                     gate_proj,
                     up_proj,
                     down_proj,
                     heads: config.num_attention_heads,
+                    gelu_tanh: config.activation() == "gelu_pytorch_tanh",
                     kv_heads: config.num_key_value_heads,
                     head_dim: config.head_size(),
                 }
             })
             .collect();
-        let norm = norm(&mut *w, "model.norm", h, eps, device);
+        let norm = norm(&mut *w, "model.norm", h, config, device);
         let lm_head = if config.tie_word_embeddings && !w.contains("lm_head.weight") {
             None
         } else {
@@ -286,6 +305,7 @@ impl<B: Backend> Decoder<B> {
                 inv_freq,
                 position_scale,
                 max_positions: config.max_position_embeddings,
+                embed_scale: if config.is_gemma() { (h as f64).sqrt() } else { 1.0 },
             },
             report,
         ))
@@ -372,6 +392,9 @@ impl<B: Backend> Decoder<B> {
         let ids: Vec<i64> = input_ids.iter().map(|&x| x as i64).collect();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, t]), device);
         let mut x = self.embed_tokens.forward(ids);
+        if self.embed_scale != 1.0 {
+            x = x.mul_scalar(self.embed_scale);
+        }
         let mut cache = cache;
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -493,7 +516,13 @@ impl<B: Backend> DecoderLayer<B> {
         let context = context.swap_dims(1, 2).reshape([b, t, heads * hd]);
         let x = x + self.o_proj.forward(context);
         let normed = self.post_attention_layernorm.forward(x.clone());
-        let gated = silu(self.gate_proj.forward(normed.clone())) * self.up_proj.forward(normed);
+        let gate = self.gate_proj.forward(normed.clone());
+        let gate = if self.gelu_tanh {
+            gelu_tanh(gate)
+        } else {
+            silu(gate)
+        };
+        let gated = gate * self.up_proj.forward(normed);
         x + self.down_proj.forward(gated)
     }
 }

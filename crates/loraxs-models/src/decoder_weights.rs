@@ -296,6 +296,7 @@ impl GgufFile {
                 .optional_u64(&key("context_length"))?
                 .map_or(2048, |v| v as usize),
             hidden_act: "silu".into(),
+            hidden_activation: None,
             attention_bias: false,
             mlp_bias: false,
         })

@@ -299,3 +299,53 @@ fn lora_xs_on_smollm2_counts_what_params_counts() {
     assert!(moved > 1e-2, "a random R moved no logit ({moved})");
     assert!(drift < 2e-3, "merging moved a logit by {drift}");
 }
+
+/// Gemma (1) on a tiny random model transformers built and saved
+/// (`tools/make_fixtures.py gemma-tiny`; no real Gemma is reachable here):
+/// GeGLU, `(1 + w)` norms with non-trivial `w`, embeddings scaled by
+/// `√hidden`, a head size other than `hidden / heads`, tied output.
+#[test]
+fn gemma_matches_transformers_on_a_tiny_random_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma_tiny");
+    let (model, config, report) = load_decoder::<B>(&dir, &Default::default()).unwrap();
+    assert!(report.unused.is_empty(), "unused tensors: {:?}", report.unused);
+    assert!(config.is_gemma());
+    assert_eq!(config.head_size(), 16);
+    let bytes = include_bytes!("../fixtures/gemma_tiny_logits.safetensors");
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let ids_view = st.tensor("input_ids").unwrap();
+    let ids: Vec<u32> = ids_view
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let [batch, t] = [ids_view.shape()[0], ids_view.shape()[1]];
+    let expected = common::floats(&st, "logits");
+    let device = Default::default();
+    let hidden = model
+        .forward_hidden(&ids, batch, &vec![1; batch * t], None, &device)
+        .unwrap();
+    let logits = tensor_values(model.logits(hidden));
+    let diff = common::max_abs_diff(&logits, &expected);
+    let top = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!("gemma tiny: max |Δ logit| {diff:.2e} (largest logit {top:.2})");
+    assert!(diff <= 1e-4 * top.max(1.0), "max |Δ logit| {diff}");
+}
+
+#[test]
+fn gemma_2_and_unknown_activations_are_refused_by_name() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma_tiny/config.json"),
+    )
+    .unwrap();
+    let p = std::path::Path::new("config.json");
+    let mut c = DecoderConfig::from_json(&text, p).unwrap();
+    assert!(loraxs_models::check_supported(&c).is_ok());
+    c.model_type = "gemma2".into();
+    let err = loraxs_models::check_supported(&c).unwrap_err().to_string();
+    assert!(err.contains("gemma2"), "{err}");
+    let mut c = DecoderConfig::from_json(&text, p).unwrap();
+    c.hidden_activation = Some("relu".into());
+    let err = loraxs_models::check_supported(&c).unwrap_err().to_string();
+    assert!(err.contains("relu"), "{err}");
+}
