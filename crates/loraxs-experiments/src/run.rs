@@ -73,15 +73,10 @@ impl OnBackend for TrainRun<'_> {
     }
 }
 
-/// The checkout's commit (`git rev-parse --short HEAD`), for records.
+/// The commit this binary was built from (embedded by `build.rs`), for
+/// records: a copied binary started later still names its own code.
 pub(crate) fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    env!("LORAXS_BUILD_COMMIT").to_string()
 }
 
 /// Runs `profile` with `overrides`: `cargo xtask reproduce glue`.
