@@ -17,6 +17,8 @@ Usage (torch, transformers and safetensors from PyPI):
     python tools/make_fixtures.py MODEL_DIR
     python tools/make_fixtures.py smollm2 GGUF_FILE   (needs `gguf` from PyPI too)
     python tools/make_fixtures.py gemma-tiny         (a random tiny Gemma and its logits)
+    python tools/make_fixtures.py bert-tiny          (a random tiny BERT + word-level tokenizer
+                                                      for loraxs-serve's fast tests)
 where MODEL_DIR holds config.json, model.safetensors and tokenizer.json
 (e.g. datasets/cache/models/all-MiniLM-L6-v2 after `cargo xtask fetch model minilm`).
 """
@@ -45,6 +47,9 @@ def main() -> None:
         return
     if sys.argv[1] == "gemma-tiny":
         gemma_tiny()
+        return
+    if sys.argv[1] == "bert-tiny":
+        bert_tiny()
         return
     model_dir = pathlib.Path(sys.argv[1])
     out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
@@ -313,6 +318,55 @@ def gemma_tiny() -> None:
     path = out / "gemma_tiny_logits.safetensors"
     save_file({"input_ids": ids.to(torch.int64).contiguous(), "logits": logits.contiguous()}, str(path))
     print(f"wrote {folder} and {path} ({path.stat().st_size} bytes)")
+
+
+BERT_TINY_WORDS = (
+    "the a an is was and or not very good bad great awful movie film plot actor "
+    "cat dog man woman plays guitar music sat on mat night loud quiet it this that "
+    "i you we they love hate like fine boring fun . , ! ?"
+).split()
+
+
+def bert_tiny() -> None:
+    """A tiny randomly initialised BERT with a pooler (as BertModel saves
+    it) and a word-level tokenizer.json over a few dozen words, for
+    loraxs-serve's tests: a whole model folder of ~60 KB that loads in
+    milliseconds. Weights are scaled up (std 0.2) so an adapter visibly
+    changes the outputs."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel
+
+    out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-serve/tests/fixtures/tiny-bert"
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    vocab = {w: i for i, w in enumerate(specials + BERT_TINY_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tok.save(str(out / "tokenizer.json"))
+
+    torch.manual_seed(3)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        pad_token_id=0,
+        initializer_range=0.2,
+    )
+    model = BertModel(config).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    for extra in ["generation_config.json"]:
+        (out / extra).unlink(missing_ok=True)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
