@@ -235,13 +235,36 @@ pub fn markdown(
         }
         if let Some(variants) = ours.and_then(|r| r["variants"].as_array()) {
             for v in variants {
-                notes.push(format!(
+                let mut note = format!(
                     "{} {:.1} ms, {:.3}× base",
                     v["workload"].as_str().unwrap_or("?"),
                     v["median_ms"].as_f64().unwrap_or(f64::NAN),
                     v["ratio_to_base"].as_f64().unwrap_or(f64::NAN)
-                ));
+                );
+                if let (Some(rate), Some(lat)) = (v["requests_per_s"].as_f64(), v["latency_ms"].as_array()) {
+                    note.push_str(&format!(
+                        " ({rate:.1} requests/s, p50 {:.0} ms, p99 {:.0} ms)",
+                        lat[0].as_f64().unwrap_or(f64::NAN),
+                        lat[1].as_f64().unwrap_or(f64::NAN)
+                    ));
+                }
+                notes.push(note);
             }
+        }
+        if let Some(s) = ours.map(|r| &r["serve"]).filter(|s| s.is_object()) {
+            let g = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+            notes.push(format!(
+                "{} adapters loaded over HTTP at {:.0}/s; per adapter {:.1} KiB in the bank + {:.1} KiB of head (a LoRA r=8 adapter on the same modules holds {:.1} KiB); soak: {} requests, {} errors, {} adapter removals/loads under traffic, p99 {:.0} ms",
+                g("adapters"),
+                g("loads_per_s"),
+                g("bank_bytes_per_adapter") / 1024.0,
+                g("head_bytes_per_adapter") / 1024.0,
+                g("lora_r8_bytes_per_adapter") / 1024.0,
+                g("soak_requests"),
+                g("soak_errors"),
+                g("soak_churn"),
+                g("soak_p99_ms")
+            ));
         }
         for (who, r) in [("loraxs", ours), ("PyTorch", theirs)] {
             if let Some(r) = r {

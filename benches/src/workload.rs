@@ -98,6 +98,11 @@ pub enum Workload {
     GenerateDecoderBase,
     /// The same with an unmerged LoRA-XS r=64 adapter on the seven targets.
     GenerateDecoderLoraXs,
+    /// loraxs-serve on loopback: 1,000 LoRA-XS r=16 adapters loaded over
+    /// HTTP, then requests per second and latency with 1 and 1,000
+    /// adapters and for base embeddings, then a soak with adapters removed
+    /// and re-loaded under traffic (see [`crate::serve`]).
+    ServeLoad,
 }
 
 /// Tokens each prompt of the `generate-decoder-*` workloads generates.
@@ -105,7 +110,7 @@ pub const NEW_TOKENS: usize = 32;
 
 impl Workload {
     /// Every workload, in reporting order.
-    pub const ALL: [Workload; 23] = [
+    pub const ALL: [Workload; 24] = [
         Workload::TrainLoraXs,
         Workload::TrainLora,
         Workload::TrainVera,
@@ -129,6 +134,7 @@ impl Workload {
         Workload::TrainDecoderLoraXs,
         Workload::GenerateDecoderBase,
         Workload::GenerateDecoderLoraXs,
+        Workload::ServeLoad,
     ];
 
     /// The name used on the command line and in reports.
@@ -157,6 +163,7 @@ impl Workload {
             Workload::TrainDecoderLoraXs => "train-decoder-lora-xs",
             Workload::GenerateDecoderBase => "generate-decoder-base",
             Workload::GenerateDecoderLoraXs => "generate-decoder-lora-xs",
+            Workload::ServeLoad => "serve-load",
         }
     }
 
@@ -178,6 +185,7 @@ impl Workload {
             | Workload::InferLoraXsFactored
             | Workload::InferCompare
             | Workload::InferBank
+            | Workload::ServeLoad
             | Workload::AdapterSave
             | Workload::AdapterLoad
             | Workload::AdapterLoadStoredFactors
@@ -401,6 +409,9 @@ pub struct Report {
     /// (training: `batch × seq` tokens a step; generation: `batch ×`
     /// [`NEW_TOKENS`] generated tokens, prompt processing included).
     pub tokens_per_s: Option<f64>,
+    /// `serve-load`: adapter loading, memory per adapter, the soak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<crate::serve::ServeStats>,
 }
 
 /// One variant of `infer-compare`.
@@ -419,6 +430,13 @@ pub struct Variant {
     /// First and third quartile of those per-round ratios: how far apart
     /// two runs of the same work land on this machine.
     pub ratio_quartiles: [f64; 2],
+    /// `serve-load`: requests per second at the median round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_s: Option<f64>,
+    /// `serve-load`: median over rounds of each round's p50 and p99
+    /// request latency, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<[f64; 2]>,
 }
 
 /// One variant of a paired workload: its name and one forward pass.
@@ -467,6 +485,8 @@ fn alternate<B: Backend>(
                 median_ms: median(t),
                 ratio_to_base: median(&ratios),
                 ratio_quartiles: [quantile(&ratios, 0.25), quantile(&ratios, 0.75)],
+                requests_per_s: None,
+                latency_ms: None,
             }
         })
         .collect();
@@ -549,6 +569,9 @@ fn time(
 pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Device) -> Result<Report, String> {
     if options.workload.is_decoder() {
         return run_decoder::<B>(options, device);
+    }
+    if options.workload == Workload::ServeLoad {
+        return crate::serve::run::<B>(options);
     }
     let model = ModelDir::new(&options.model).map_err(|e| e.to_string())?;
     let vocab = model.config().map_err(|e| e.to_string())?.vocab_size;
@@ -793,6 +816,9 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
         Workload::TrainDecoderLoraXs | Workload::GenerateDecoderBase | Workload::GenerateDecoderLoraXs => {
             return Err(format!("{} runs through run_decoder", w.name()));
         }
+        Workload::ServeLoad => {
+            return Err("serve-load runs through serve::run".into());
+        }
     };
     let mut report = report(options, times, setup, peak);
     report.values = values;
@@ -807,7 +833,7 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
 }
 
 /// The report of `times` with the figures every workload has.
-fn report(options: &Options, times: Vec<f64>, setup: u64, peak: u64) -> Report {
+pub(crate) fn report(options: &Options, times: Vec<f64>, setup: u64, peak: u64) -> Report {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     Report {
@@ -832,6 +858,7 @@ fn report(options: &Options, times: Vec<f64>, setup: u64, peak: u64) -> Report {
         mean_loss: None,
         flops: None,
         tokens_per_s: None,
+        serve: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,13 @@ pub(crate) struct Job {
     pub sequences: Vec<TokenSequence>,
     /// One vector per row.
     pub reply: oneshot::Sender<Answer>,
+}
+
+/// What the model thread receives: jobs (bounded by the handlers'
+/// count of queued jobs) and adapter changes, in arrival order.
+pub(crate) enum Msg {
+    Job(Job),
+    Admin(Admin),
 }
 
 /// Changes to the set of adapters.
@@ -340,22 +347,17 @@ impl<B: KernelBackend> Engine<B> {
         }
     }
 
-    /// Serves until both queues are closed (every sender dropped), then
-    /// answers what is left and returns.
-    pub(crate) fn run(mut self, jobs: Receiver<Job>, admin: Receiver<Admin>, batching: Batching) {
-        let mut admin_open = true;
+    /// Serves until the channel is closed (every sender dropped), then
+    /// returns; everything received before is answered.
+    pub(crate) fn run(mut self, inbox: Receiver<Msg>, batching: Batching) {
         loop {
-            while admin_open {
-                match admin.try_recv() {
-                    Ok(a) => self.admin(a),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => admin_open = false,
+            let first = match inbox.recv() {
+                Ok(Msg::Job(job)) => job,
+                Ok(Msg::Admin(a)) => {
+                    self.admin(a);
+                    continue;
                 }
-            }
-            let first = match jobs.recv_timeout(Duration::from_millis(20)) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(_) => break,
             };
             self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
             let deadline = Instant::now() + batching.max_wait;
@@ -365,12 +367,15 @@ impl<B: KernelBackend> Engine<B> {
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                     break;
                 };
-                match jobs.recv_timeout(left) {
-                    Ok(job) => {
+                match inbox.recv_timeout(left) {
+                    Ok(Msg::Job(job)) => {
                         self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
                         rows += job.sequences.len();
                         batch.push(job);
                     }
+                    // Slots are resolved when the batch runs, so a change
+                    // now applies to it.
+                    Ok(Msg::Admin(a)) => self.admin(a),
                     Err(_) => break,
                 }
             }

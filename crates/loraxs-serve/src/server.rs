@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::api::*;
-use crate::engine::{self, Admin, Batching, Engine, Job, JobKind, Registry, StartSpec};
+use crate::engine::{self, Admin, Batching, Engine, Job, JobKind, Msg, Registry, StartSpec};
 use crate::metrics::Metrics;
 
 /// How a server is set up (the command line's flags).
@@ -85,8 +85,7 @@ impl ServeConfig {
 pub struct StartError(pub String);
 
 struct Shared {
-    jobs: SyncSender<Job>,
-    admin: std::sync::mpsc::Sender<Admin>,
+    inbox: Sender<Msg>,
     registry: Registry,
     metrics: Arc<Metrics>,
     /// Truncates to `max_tokens`.
@@ -149,8 +148,7 @@ impl Server {
             adapters: Vec::new(),
             not_loaded: Vec::new(),
         }));
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.queue);
-        let (admin_tx, admin_rx) = std::sync::mpsc::channel();
+        let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let batching = Batching {
             max_batch: config.max_batch,
@@ -162,7 +160,7 @@ impl Server {
             .spawn(move || match Engine::<B>::start(&spec, reg, met) {
                 Ok((engine, list)) => {
                     let _ = ready_tx.send(Ok(list));
-                    engine.run(jobs_rx, admin_rx, batching);
+                    engine.run(inbox_rx, batching);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -175,8 +173,7 @@ impl Server {
             .map_err(fail)?;
         Ok(Self {
             shared: Arc::new(Shared {
-                jobs: jobs_tx,
-                admin: admin_tx,
+                inbox: inbox_tx,
                 registry,
                 metrics,
                 tokenizer,
@@ -327,19 +324,17 @@ impl Shared {
             sequences,
             reply,
         };
-        self.metrics.queued.fetch_add(1, Ordering::Relaxed);
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(e) => {
-                self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
-                return Err(match e {
-                    TrySendError::Full(_) => ApiError::unavailable(format!(
-                        "the server is at capacity ({} requests queued); retry shortly",
-                        self.config.queue
-                    )),
-                    TrySendError::Disconnected(_) => ApiError::unavailable("the server is shutting down"),
-                });
-            }
+        // The queue's bound: jobs sent and not yet taken by the model thread.
+        if self.metrics.queued.fetch_add(1, Ordering::Relaxed) >= self.config.queue as i64 {
+            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable(format!(
+                "the server is at capacity ({} requests queued); retry shortly",
+                self.config.queue
+            )));
+        }
+        if self.inbox.send(Msg::Job(job)).is_err() {
+            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable("the server is shutting down"));
         }
         answer
             .await
@@ -528,13 +523,13 @@ async fn load_adapter(
     }
     let (reply, answer) = oneshot::channel();
     shared
-        .admin
-        .send(Admin::Load {
+        .inbox
+        .send(Msg::Admin(Admin::Load {
             name,
             path,
             file: Box::new(file),
             reply,
-        })
+        }))
         .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
     let info = answer
         .await
@@ -549,11 +544,11 @@ async fn remove_adapter(
     shared.known(&name, "name")?;
     let (reply, answer) = oneshot::channel();
     shared
-        .admin
-        .send(Admin::Remove {
+        .inbox
+        .send(Msg::Admin(Admin::Remove {
             name: name.clone(),
             reply,
-        })
+        }))
         .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
     answer
         .await
