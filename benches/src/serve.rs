@@ -18,7 +18,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use burn::tensor::backend::Backend;
 use loraxs::{AdapterFile, SaveOptions};
 use loraxs_models::ModelDir;
 use loraxs_serve::load::{Client, LoadSpec, run as load};
@@ -144,7 +143,7 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options) -> Result<Report,
         let serving = tokio::spawn(server.serve(listener, async {
             stopped.await.ok();
         }));
-        let measured = drive::<B>(options, addr, bytes).await;
+        let measured = drive(options, addr, bytes).await;
         let _ = stop.send(());
         serving
             .await
@@ -156,7 +155,7 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options) -> Result<Report,
     result
 }
 
-async fn drive<B: Backend>(
+async fn drive(
     options: &Options,
     addr: SocketAddr,
     (bank_bytes, lora_bytes, head_bytes): (usize, usize, usize),
