@@ -14,6 +14,9 @@
 //! A soak follows: traffic over 900 adapters while the other 100 are
 //! removed and loaded again, bounded in requests and time. Every answer
 //! must be 2xx: any error fails the workload.
+//!
+//! `LORAXS_SERVE_MAX_WAIT_MS` overrides the batcher's wait (default 5 ms),
+//! for studying its effect (`mean_batch_rows` in the report).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -51,6 +54,9 @@ pub struct ServeStats {
     /// What a LoRA r=8 adapter on the same modules holds: `r (in + out)`
     /// values per module × 4 bytes (its own `A` and `B`).
     pub lora_r8_bytes_per_adapter: usize,
+    /// Mean rows per model pass over the timed rounds (the batcher's
+    /// effect: at most `batch`).
+    pub mean_batch_rows: f64,
     /// Soak: requests answered, errors, adapter removals + loads, p99.
     pub soak_requests: usize,
     /// Soak errors (must be 0).
@@ -132,7 +138,12 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options) -> Result<Report,
     config.max_batch = options.batch;
     config.max_inputs = 1;
     config.queue = 4 * options.batch;
+    if let Ok(ms) = std::env::var("LORAXS_SERVE_MAX_WAIT_MS") {
+        config.max_wait =
+            Duration::from_millis(ms.parse().map_err(|_| "LORAXS_SERVE_MAX_WAIT_MS: not a number")?);
+    }
     let server = Server::start::<B>(config).map_err(|e| e.to_string())?;
+    let metrics = server.metrics();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -143,7 +154,7 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options) -> Result<Report,
         let serving = tokio::spawn(server.serve(listener, async {
             stopped.await.ok();
         }));
-        let measured = drive(options, addr, bytes).await;
+        let measured = drive(options, addr, bytes, &metrics).await;
         let _ = stop.send(());
         serving
             .await
@@ -159,7 +170,9 @@ async fn drive(
     options: &Options,
     addr: SocketAddr,
     (bank_bytes, lora_bytes, head_bytes): (usize, usize, usize),
+    metrics: &loraxs_serve::metrics::Metrics,
 ) -> Result<Report, String> {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut admin = Client::new(addr).map_err(|e| e.to_string())?;
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let texts: Vec<String> = (0..64)
@@ -194,6 +207,7 @@ async fn drive(
     }
     let loads_per_s = ADAPTERS as f64 / started.elapsed().as_secs_f64();
 
+    let (batches0, rows0) = (metrics.batches.load(Relaxed), metrics.rows.load(Relaxed));
     let variants = ["serve-1-adapter", "serve-1000-adapters", "serve-base-embeddings"];
     let requests = 4 * options.batch;
     let mut times = vec![Vec::new(); variants.len()];
@@ -231,6 +245,9 @@ async fn drive(
             }
         }
     }
+
+    let mean_batch_rows = (metrics.rows.load(Relaxed) - rows0) as f64
+        / (metrics.batches.load(Relaxed) - batches0).max(1) as f64;
 
     // Soak: traffic over the first 900 adapters while the last 100 leave
     // and come back.
@@ -309,6 +326,7 @@ async fn drive(
         bank_bytes_per_adapter: bank_bytes,
         head_bytes_per_adapter: head_bytes,
         lora_r8_bytes_per_adapter: lora_bytes,
+        mean_batch_rows,
         soak_requests: soak.requests,
         soak_errors: soak.errors,
         soak_churn: churn,
