@@ -211,7 +211,7 @@ impl<B: KernelBackend> Engine<B> {
                 Ok(file) if file.config.method != Method::LoraXs => not_loaded.push(NotLoaded {
                     path: path.display().to_string(),
                     reason: format!(
-                        "is a {} adapter: a bank serves LoRA-XS, whose adapters share A and B",
+                        "has method `{}`: the bank serves `lora-xs` adapters, which share A and B",
                         file.config.method.name()
                     ),
                 }),

@@ -515,7 +515,7 @@ async fn load_adapter(
         .map_err(|e| adapter_error(&e).param("path"))?;
     if file.config.method != loraxs::Method::LoraXs {
         return Err(ApiError::unprocessable(format!(
-            "{}: is a {} adapter; this server's bank serves LoRA-XS adapters, which share A and B",
+            "{}: has method `{}`; this server's bank serves `lora-xs` adapters, which share A and B",
             path.display(),
             file.config.method.name()
         ))

@@ -341,7 +341,7 @@ async fn bad_requests_get_the_right_status_and_the_server_serves_on() {
     let not_loaded = list["not_loaded"].to_string();
     for (file, why) in [
         ("rank2", "rank"),
-        ("lora", "lora adapter"),
+        ("lora", "method `lora`"),
         ("broken", "broken.safetensors"),
     ] {
         assert!(
@@ -434,7 +434,7 @@ async fn bad_requests_get_the_right_status_and_the_server_serves_on() {
             "/v1/adapters",
             json!({"path": "lora.safetensors"}).to_string(),
             422,
-            "lora adapter",
+            "method `lora`",
         ),
         (
             "POST",
