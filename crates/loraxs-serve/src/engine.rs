@@ -305,6 +305,15 @@ impl<B: KernelBackend> Engine<B> {
         ))
     }
 
+    /// [`Engine::admin`], surviving a panic: its reply is dropped (the
+    /// handler answers 500) and the bank is as before (inserts are
+    /// all-or-none).
+    fn admin_guarded(&mut self, admin: Admin) {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.admin(admin))).is_err() {
+            eprintln!("loraxs-serve: an adapter change panicked; answering 500 and serving on");
+        }
+    }
+
     fn admin(&mut self, admin: Admin) {
         match admin {
             Admin::Load {
@@ -354,7 +363,7 @@ impl<B: KernelBackend> Engine<B> {
             let first = match inbox.recv() {
                 Ok(Msg::Job(job)) => job,
                 Ok(Msg::Admin(a)) => {
-                    self.admin(a);
+                    self.admin_guarded(a);
                     continue;
                 }
                 Err(_) => break,
@@ -375,7 +384,7 @@ impl<B: KernelBackend> Engine<B> {
                     }
                     // Slots are resolved when the batch runs, so a change
                     // now applies to it.
-                    Ok(Msg::Admin(a)) => self.admin(a),
+                    Ok(Msg::Admin(a)) => self.admin_guarded(a),
                     Err(_) => break,
                 }
             }

@@ -86,6 +86,9 @@ pub struct StartError(pub String);
 
 struct Shared {
     inbox: Sender<Msg>,
+    /// False once the model thread has stopped (it should not before
+    /// shutdown; `/health` then answers 503).
+    alive: Arc<std::sync::atomic::AtomicBool>,
     registry: Registry,
     metrics: Arc<Metrics>,
     /// Truncates to `max_tokens`.
@@ -155,11 +158,14 @@ impl Server {
             max_wait: config.max_wait,
         };
         let (reg, met) = (registry.clone(), metrics.clone());
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let alive_flag = AliveGuard(alive.clone());
         let worker = std::thread::Builder::new()
             .name("loraxs-model".into())
             .spawn(move || match Engine::<B>::start(&spec, reg, met) {
                 Ok((engine, list)) => {
                     let _ = ready_tx.send(Ok(list));
+                    let _alive = alive_flag;
                     engine.run(inbox_rx, batching);
                 }
                 Err(e) => {
@@ -174,6 +180,7 @@ impl Server {
         Ok(Self {
             shared: Arc::new(Shared {
                 inbox: inbox_tx,
+                alive,
                 registry,
                 metrics,
                 tokenizer,
@@ -556,12 +563,24 @@ async fn remove_adapter(
     Ok(axum::Json(serde_json::json!({ "deleted": name })))
 }
 
-async fn health(State(shared): State<Arc<Shared>>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
+async fn health(State(shared): State<Arc<Shared>>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if !shared.alive.load(Ordering::Relaxed) {
+        return Err(ApiError::unavailable("the model thread has stopped"));
+    }
+    Ok(axum::Json(serde_json::json!({
         "status": "ok",
         "adapters": shared.registry.read().unwrap().adapters.len(),
         "queued": shared.metrics.queued.load(Ordering::Relaxed),
-    }))
+    })))
+}
+
+/// Clears the flag when the model thread ends, by return or by panic.
+struct AliveGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
