@@ -313,3 +313,102 @@ pub struct AdapterList {
     /// Files found at start-up that are not served.
     pub not_loaded: Vec<NotLoaded>,
 }
+
+/// One text or several (`prompt`, `stop`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The texts.
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(t) => vec![t.as_str()],
+            OneOrMany::Many(t) => t.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `POST /v1/completions` (OpenAI's shape).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    /// The adapter (`"base"` or absent: the base model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// One prompt or several (one choice each).
+    pub prompt: OneOrMany,
+    /// Most tokens to generate (default 16).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// 0 for greedy decoding (default 1).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling (default 1).
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Seed of the sampler (default 0): the same request and seed give the
+    /// same text.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Up to 4 texts that end the completion (not included).
+    #[serde(default)]
+    pub stop: Option<OneOrMany>,
+    /// Completions per prompt: only 1.
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// Streaming: not served.
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// One message of a chat.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessageIn {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// `POST /v1/chat/completions` (OpenAI's shape).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// The adapter (`"base"` or absent: the base model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The conversation, rendered with the model's chat template.
+    pub messages: Vec<ChatMessageIn>,
+    /// OpenAI's newer name for `max_tokens`.
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    /// Most tokens to generate (default 16).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// 0 for greedy decoding (default 1).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling (default 1).
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Seed of the sampler (default 0): the same request and seed give the
+    /// same text.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Up to 4 texts that end the completion (not included).
+    #[serde(default)]
+    pub stop: Option<OneOrMany>,
+    /// Completions per prompt: only 1.
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// Streaming: not served.
+    #[serde(default)]
+    pub stream: Option<bool>,
+}

@@ -49,7 +49,13 @@ pub(crate) struct Job {
 /// count of queued jobs) and adapter changes, in arrival order.
 pub(crate) enum Msg {
     Job(Job),
+    Generate(crate::decoder::GenJob),
     Admin(Admin),
+}
+
+/// What an encoder answers a completion request.
+fn no_completions() -> ApiError {
+    ApiError::not_found("this server serves an encoder: use /v1/classify or /v1/embeddings")
 }
 
 /// Changes to the set of adapters.
@@ -188,6 +194,89 @@ fn head_of<B: KernelBackend>(
         .map_err(|e| e.to_string())
 }
 
+/// Adapter files of a folder, read: `(name, path, file)`.
+pub(crate) type Files = Vec<(String, PathBuf, AdapterFile)>;
+/// A bank, the files in it and the files not in it.
+pub(crate) type LoadedBank<B, H> = (AdapterBank<B, H>, Files, Vec<NotLoaded>);
+
+/// A bank on `base` holding every LoRA-XS file of `spec.adapters` that fits
+/// it, and the reasons for the others. The bank's configuration is that of
+/// the largest group of files of one rank, target set and factor kind (of
+/// `spec.rank` when given), `default` without any; `accept` may refuse a
+/// file that fits the bank (e.g. a head the model cannot run) or keep what
+/// it needs of it.
+pub(crate) fn load_bank<B: burn::tensor::backend::Backend, H: loraxs::AdapterHost<B> + Clone>(
+    base: H,
+    spec: &StartSpec,
+    default: AdapterConfig,
+    mut accept: impl FnMut(&str, &AdapterFile) -> Result<(), String>,
+) -> Result<LoadedBank<B, H>, String> {
+    let (found, mut not_loaded) = match &spec.adapters {
+        Some(dir) => scan(dir)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut files = Vec::new();
+    for (name, path) in found {
+        match AdapterFile::load(&path) {
+            Ok(file) if file.config.method != Method::LoraXs => not_loaded.push(NotLoaded {
+                path: path.display().to_string(),
+                reason: format!(
+                    "has method `{}`: the bank serves `lora-xs` adapters, which share A and B",
+                    file.config.method.name()
+                ),
+            }),
+            Ok(file) => files.push((name, path, file)),
+            Err(e) => not_loaded.push(NotLoaded {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    let key = |c: &AdapterConfig| (c.rank, c.targets.patterns().to_vec(), format!("{:?}", c.factors));
+    let mut groups: BTreeMap<_, usize> = BTreeMap::new();
+    for (_, _, f) in &files {
+        if spec.rank.is_none_or(|r| r == f.config.rank) {
+            *groups.entry(key(&f.config)).or_default() += 1;
+        }
+    }
+    let chosen = groups
+        .iter()
+        .max_by_key(|(k, n)| (**n, std::cmp::Reverse(k.0)))
+        .map(|(k, _)| k.clone());
+    let config = match &chosen {
+        Some(k) => files
+            .iter()
+            .find(|(_, _, f)| key(&f.config) == *k)
+            .unwrap()
+            .2
+            .config
+            .clone(),
+        None => default,
+    };
+    let mut bank = AdapterBank::new(base, &config).map_err(|e| e.to_string())?;
+    // Check each file alone against the empty bank (cheap), then insert
+    // the ones that fit in one copy.
+    let mut fit = Vec::new();
+    for (name, path, file) in files {
+        let mut probe = bank.clone();
+        let checked = probe
+            .insert(&name, &file, &path)
+            .map_err(|e| e.to_string())
+            .and_then(|()| accept(&name, &file));
+        match checked {
+            Ok(()) => fit.push((name, path, file)),
+            Err(reason) => not_loaded.push(NotLoaded {
+                path: path.display().to_string(),
+                reason,
+            }),
+        }
+    }
+    let entries: Vec<(&str, &AdapterFile, &Path)> =
+        fit.iter().map(|(n, p, f)| (n.as_str(), f, p.as_path())).collect();
+    bank.insert_all(&entries).map_err(|e| e.to_string())?;
+    Ok((bank, fit, not_loaded))
+}
+
 impl<B: KernelBackend> Engine<B> {
     /// Loads the model and every adapter of the folder that fits one bank.
     pub(crate) fn start(
@@ -201,80 +290,23 @@ impl<B: KernelBackend> Engine<B> {
         let hidden_size = encoder.hidden_size();
         let has_pooler = encoder.pooler.is_some();
 
-        let (found, mut not_loaded) = match &spec.adapters {
-            Some(dir) => scan(dir)?,
-            None => (Vec::new(), Vec::new()),
-        };
-        let mut files = Vec::new();
-        for (name, path) in found {
-            match AdapterFile::load(&path) {
-                Ok(file) if file.config.method != Method::LoraXs => not_loaded.push(NotLoaded {
-                    path: path.display().to_string(),
-                    reason: format!(
-                        "has method `{}`: the bank serves `lora-xs` adapters, which share A and B",
-                        file.config.method.name()
-                    ),
-                }),
-                Ok(file) => files.push((name, path, file)),
-                Err(e) => not_loaded.push(NotLoaded {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }),
-            }
-        }
-        // The bank's configuration: the largest group of files of one rank,
-        // target set and factor kind (of `--rank` when given).
-        let key = |c: &AdapterConfig| (c.rank, c.targets.patterns().to_vec(), format!("{:?}", c.factors));
-        let mut groups: BTreeMap<_, usize> = BTreeMap::new();
-        for (_, _, f) in &files {
-            if spec.rank.is_none_or(|r| r == f.config.rank) {
-                *groups.entry(key(&f.config)).or_default() += 1;
-            }
-        }
-        let chosen = groups
-            .iter()
-            .max_by_key(|(k, n)| (**n, std::cmp::Reverse(k.0)))
-            .map(|(k, _)| k.clone());
-        let config = match &chosen {
-            Some(k) => files
-                .iter()
-                .find(|(_, _, f)| key(&f.config) == *k)
-                .unwrap()
-                .2
-                .config
-                .clone(),
-            None => AdapterConfig::lora_xs(spec.rank.unwrap_or(DEFAULT_RANK))
-                .with_targets(TargetModules::paper_glue()),
-        };
-        let mut bank = AdapterBank::new(encoder, &config).map_err(|e| e.to_string())?;
-        // Check each file alone against the empty bank (cheap), then insert
-        // the ones that fit in one copy.
         let mut heads = HashMap::new();
-        let mut fit = Vec::new();
-        for (name, path, file) in &files {
-            let mut probe = bank.clone();
-            let checked = probe
-                .insert(name, file, path)
-                .map_err(|e| e.to_string())
-                .and_then(|()| head_of::<B>(file, hidden_size, has_pooler, &device));
-            match checked {
-                Ok(head) => {
-                    if let Some(head) = head {
-                        heads.insert(name.clone(), head);
-                    }
-                    fit.push((name.as_str(), file, path.as_path()));
+        let (bank, fit, not_loaded) = load_bank(
+            encoder,
+            spec,
+            AdapterConfig::lora_xs(spec.rank.unwrap_or(DEFAULT_RANK))
+                .with_targets(TargetModules::paper_glue()),
+            |name, file| {
+                if let Some(head) = head_of::<B>(file, hidden_size, has_pooler, &device)? {
+                    heads.insert(name.to_string(), head);
                 }
-                Err(reason) => not_loaded.push(NotLoaded {
-                    path: path.display().to_string(),
-                    reason,
-                }),
-            }
-        }
-        bank.insert_all(&fit).map_err(|e| e.to_string())?;
+                Ok(())
+            },
+        )?;
         let config = model_dir.config().map_err(|e| e.to_string())?;
         let adapters = fit
             .iter()
-            .map(|(name, file, path)| info(&bank, name, path, file))
+            .map(|(name, path, file)| info(&bank, name, path, file))
             .collect();
         let list = AdapterList {
             base: BaseInfo {
@@ -366,6 +398,11 @@ impl<B: KernelBackend> Engine<B> {
                     self.admin_guarded(a);
                     continue;
                 }
+                Ok(Msg::Generate(job)) => {
+                    self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                    let _ = job.reply.send(Err(no_completions()));
+                    continue;
+                }
                 Err(_) => break,
             };
             self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
@@ -385,6 +422,10 @@ impl<B: KernelBackend> Engine<B> {
                     // Slots are resolved when the batch runs, so a change
                     // now applies to it.
                     Ok(Msg::Admin(a)) => self.admin_guarded(a),
+                    Ok(Msg::Generate(job)) => {
+                        self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                        let _ = job.reply.send(Err(no_completions()));
+                    }
                     Err(_) => break,
                 }
             }

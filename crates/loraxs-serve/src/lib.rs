@@ -63,10 +63,12 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod decoder;
 mod engine;
 pub mod load;
 pub mod metrics;
 mod server;
 
+pub use decoder::DEFAULT_DECODER_RANK;
 pub use engine::DEFAULT_RANK;
 pub use server::{ServeConfig, Server, StartError};

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::api::*;
+use crate::decoder::{DecoderEngine, GenJob};
 use crate::engine::{self, Admin, Batching, Engine, Job, JobKind, Msg, Registry, StartSpec};
 use crate::metrics::Metrics;
 
@@ -84,6 +85,41 @@ impl ServeConfig {
 #[error("loraxs-serve: {0}")]
 pub struct StartError(pub String);
 
+/// The tokenizers of the model kind served.
+enum ModelSide {
+    Encoder(Box<EncoderTokenizers>),
+    Decoder(Box<loraxs_tokenizer::CausalTokenizer>),
+}
+
+struct EncoderTokenizers {
+    /// Truncates to `max_tokens`.
+    tokenizer: TextTokenizer,
+    /// Truncates only at the model's own limit: how long an input really
+    /// is.
+    measure: TextTokenizer,
+}
+
+/// Whether `path` holds a decoder: a file (GGUF), a folder without
+/// `config.json` (a GGUF inside), or a `config.json` whose `model_type` is
+/// not BERT's or RoBERTa's.
+fn is_decoder(path: &Path) -> Result<bool, String> {
+    if path.is_file() {
+        return Ok(true);
+    }
+    let config = path.join("config.json");
+    if !config.is_file() {
+        return Ok(path.is_dir()
+            && std::fs::read_dir(path).is_ok_and(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+            }));
+    }
+    let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", config.display()))?;
+    Ok(!matches!(json["model_type"].as_str(), Some("bert" | "roberta")))
+}
+
 struct Shared {
     inbox: Sender<Msg>,
     /// False once the model thread has stopped (it should not before
@@ -91,10 +127,9 @@ struct Shared {
     alive: Arc<std::sync::atomic::AtomicBool>,
     registry: Registry,
     metrics: Arc<Metrics>,
-    /// Truncates to `max_tokens`.
-    tokenizer: TextTokenizer,
-    /// Truncates only at the model's own limit: how long an input really is.
-    measure: TextTokenizer,
+    side: ModelSide,
+    /// Completions answered so far (their ids).
+    completions: std::sync::atomic::AtomicU64,
     config: ServeConfig,
 }
 
@@ -115,29 +150,47 @@ impl Server {
         if config.max_batch == 0 || config.queue == 0 || config.max_inputs == 0 {
             return Err(fail("max batch, queue and max inputs must be at least 1".into()));
         }
-        let model_dir = loraxs_models::ModelDir::new(&config.model).map_err(|e| fail(e.to_string()))?;
-        let model_limit = model_dir.config().map_err(|e| fail(e.to_string()))?.max_tokens();
-        let max_tokens = match config.max_tokens {
-            Some(n) if n > model_limit => {
-                return Err(fail(format!(
-                    "--max-tokens {n} is beyond the model's {model_limit} positions"
-                )));
-            }
-            Some(0) => return Err(fail("--max-tokens must be at least 1".into())),
-            Some(n) => n,
-            None => model_limit.min(128),
+        let (side, spec) = if is_decoder(&config.model).map_err(fail)? {
+            let tokenizer =
+                loraxs_models::load_causal_tokenizer(&config.model).map_err(|e| fail(e.to_string()))?;
+            let spec = StartSpec {
+                model: config.model.clone(),
+                adapters: config.adapters.clone(),
+                rank: config.rank,
+                max_tokens: config.max_tokens.unwrap_or(usize::MAX),
+                pad_id: tokenizer.pad_id(),
+            };
+            (ModelSide::Decoder(Box::new(tokenizer)), spec)
+        } else {
+            let model_dir = loraxs_models::ModelDir::new(&config.model).map_err(|e| fail(e.to_string()))?;
+            let model_limit = model_dir.config().map_err(|e| fail(e.to_string()))?.max_tokens();
+            let max_tokens = match config.max_tokens {
+                Some(n) if n > model_limit => {
+                    return Err(fail(format!(
+                        "--max-tokens {n} is beyond the model's {model_limit} positions"
+                    )));
+                }
+                Some(0) => return Err(fail("--max-tokens must be at least 1".into())),
+                Some(n) => n,
+                None => model_limit.min(128),
+            };
+            let tokenizer = model_dir.tokenizer(max_tokens).map_err(|e| fail(e.to_string()))?;
+            let measure = model_dir
+                .tokenizer(model_limit)
+                .map_err(|e| fail(e.to_string()))?;
+            let spec = StartSpec {
+                model: config.model.clone(),
+                adapters: config.adapters.clone(),
+                rank: config.rank,
+                max_tokens,
+                pad_id: tokenizer.pad_id(),
+            };
+            (
+                ModelSide::Encoder(Box::new(EncoderTokenizers { tokenizer, measure })),
+                spec,
+            )
         };
-        let tokenizer = model_dir.tokenizer(max_tokens).map_err(|e| fail(e.to_string()))?;
-        let measure = model_dir
-            .tokenizer(model_limit)
-            .map_err(|e| fail(e.to_string()))?;
-        let spec = StartSpec {
-            model: config.model.clone(),
-            adapters: config.adapters.clone(),
-            rank: config.rank,
-            max_tokens,
-            pad_id: tokenizer.pad_id(),
-        };
+        let decoder = matches!(side, ModelSide::Decoder(_));
         let metrics = Arc::new(Metrics::default());
         let registry: Registry = Arc::new(RwLock::new(AdapterList {
             base: BaseInfo {
@@ -162,14 +215,28 @@ impl Server {
         let alive_flag = AliveGuard(alive.clone());
         let worker = std::thread::Builder::new()
             .name("loraxs-model".into())
-            .spawn(move || match Engine::<B>::start(&spec, reg, met) {
-                Ok((engine, list)) => {
-                    let _ = ready_tx.send(Ok(list));
-                    let _alive = alive_flag;
-                    engine.run(inbox_rx, batching);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+            .spawn(move || {
+                let _alive = alive_flag;
+                if decoder {
+                    match DecoderEngine::<B>::start(&spec, reg, met) {
+                        Ok((engine, list)) => {
+                            let _ = ready_tx.send(Ok(list));
+                            engine.run(inbox_rx, batching);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                } else {
+                    match Engine::<B>::start(&spec, reg, met) {
+                        Ok((engine, list)) => {
+                            let _ = ready_tx.send(Ok(list));
+                            engine.run(inbox_rx, batching);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
                 }
             })
             .map_err(|e| fail(format!("cannot start the model thread: {e}")))?;
@@ -183,9 +250,9 @@ impl Server {
                 alive,
                 registry,
                 metrics,
-                tokenizer,
-                measure,
+                side,
                 config,
+                completions: std::sync::atomic::AtomicU64::new(0),
             }),
             worker,
             loaded,
@@ -228,6 +295,8 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/classify", post(classify))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/adapters", get(list_adapters).post(load_adapter))
         .route("/v1/adapters/{name}", delete(remove_adapter))
         .route("/health", get(health))
@@ -247,6 +316,8 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
     let route = match request.uri().path() {
         "/v1/classify" => "/v1/classify",
         "/v1/embeddings" => "/v1/embeddings",
+        "/v1/completions" => "/v1/completions",
+        "/v1/chat/completions" => "/v1/chat/completions",
         "/health" => "/health",
         "/metrics" => "/metrics",
         p if p.starts_with("/v1/adapters") => "/v1/adapters",
@@ -296,13 +367,19 @@ impl Shared {
             ))
             .param(field));
         }
+        let ModelSide::Encoder(tokenizers) = &self.side else {
+            return Err(ApiError::not_found(
+                "this server serves a decoder: use /v1/completions or /v1/chat/completions",
+            ));
+        };
+        let (tokenizer, measure) = (&tokenizers.tokenizer, &tokenizers.measure);
         let tokenize_error =
             |e: loraxs_tokenizer::TokenizerError| ApiError::bad_request(e.to_string()).param(field);
         if !truncate {
-            let measured = self.measure.encode_each(texts).map_err(tokenize_error)?;
-            let limit = self.tokenizer.max_length();
+            let measured = measure.encode_each(texts).map_err(tokenize_error)?;
+            let limit = tokenizer.max_length();
             if let Some((i, s)) = measured.iter().enumerate().find(|(_, s)| s.ids.len() > limit) {
-                let len = if s.ids.len() >= self.measure.max_length() {
+                let len = if s.ids.len() >= measure.max_length() {
                     format!("at least {}", s.ids.len())
                 } else {
                     s.ids.len().to_string()
@@ -314,7 +391,7 @@ impl Shared {
             }
             return Ok(measured);
         }
-        self.tokenizer.encode_each(texts).map_err(tokenize_error)
+        tokenizer.encode_each(texts).map_err(tokenize_error)
     }
 
     /// Queues a job and waits for its answer; 503 when the queue is full.
@@ -588,4 +665,284 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),
     )
+}
+
+/// The sampling settings every completion request has, as `generate`
+/// takes them; 400 naming the field for a value out of range.
+struct Settings {
+    config: loraxs_models::GenerationConfig,
+    stop: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn settings(
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+    stop: Option<&OneOrMany>,
+    n: Option<usize>,
+    stream: Option<bool>,
+    stop_ids: &[u32],
+) -> Result<Settings, ApiError> {
+    if n.is_some_and(|n| n != 1) {
+        return Err(ApiError::bad_request("only n = 1 is served").param("n"));
+    }
+    if stream == Some(true) {
+        return Err(ApiError::bad_request("streaming is not served; send \"stream\": false").param("stream"));
+    }
+    let max_new_tokens = max_tokens.unwrap_or(16);
+    if max_new_tokens == 0 {
+        return Err(ApiError::bad_request("max_tokens must be at least 1").param("max_tokens"));
+    }
+    let temperature = temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(
+            ApiError::bad_request(format!("temperature {temperature} is outside [0, 2]"))
+                .param("temperature"),
+        );
+    }
+    let top_p = top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::bad_request(format!("top_p {top_p} is outside (0, 1]")).param("top_p"));
+    }
+    let stop: Vec<String> = stop
+        .map(|s| s.texts().into_iter().map(String::from).collect())
+        .unwrap_or_default();
+    if stop.len() > 4 || stop.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request("stop takes up to 4 non-empty texts").param("stop"));
+    }
+    Ok(Settings {
+        config: loraxs_models::GenerationConfig {
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed: seed.unwrap_or(0),
+            stop_ids: stop_ids.to_vec(),
+            use_cache: true,
+        },
+        stop,
+    })
+}
+
+impl Shared {
+    fn decoder(&self) -> Result<&loraxs_tokenizer::CausalTokenizer, ApiError> {
+        match &self.side {
+            ModelSide::Decoder(t) => Ok(t),
+            ModelSide::Encoder(_) => Err(ApiError::not_found(
+                "this server serves an encoder: use /v1/classify or /v1/embeddings",
+            )),
+        }
+    }
+
+    /// Generates for `prompts` (tokenised) through `adapter`; the texts,
+    /// finish reasons and token counts.
+    async fn generate(
+        &self,
+        adapter: Option<String>,
+        prompts: Vec<Vec<u32>>,
+        settings: Settings,
+        field: &str,
+    ) -> Result<Vec<(String, &'static str, usize)>, ApiError> {
+        let tokenizer = self.decoder()?;
+        let context = self.registry.read().unwrap().base.max_tokens;
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(
+                    ApiError::bad_request(format!("`{field}[{i}]` is empty")).param(format!("{field}[{i}]"))
+                );
+            }
+            if p.len() + settings.config.max_new_tokens > context {
+                return Err(ApiError::too_large(format!(
+                    "`{field}[{i}]` has {} tokens; with max_tokens {} that exceeds the context of {context}",
+                    p.len(),
+                    settings.config.max_new_tokens
+                ))
+                .param(format!("{field}[{i}]")));
+            }
+        }
+        if prompts.len() > self.config.max_inputs {
+            return Err(ApiError::too_large(format!(
+                "{} prompts in one request; this server takes at most {}",
+                prompts.len(),
+                self.config.max_inputs
+            ))
+            .param(field));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = GenJob {
+            adapter,
+            prompts,
+            config: settings.config,
+            reply,
+        };
+        if self.metrics.queued.fetch_add(1, Ordering::Relaxed) >= self.config.queue as i64 {
+            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable(format!(
+                "the server is at capacity ({} requests queued); retry shortly",
+                self.config.queue
+            )));
+        }
+        if self.inbox.send(Msg::Generate(job)).is_err() {
+            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable("the server is shutting down"));
+        }
+        let generated = answer
+            .await
+            .map_err(|_| ApiError::internal("the model thread stopped before answering"))??;
+        let mut out = Vec::new();
+        for (tokens, finish) in generated.tokens.iter().zip(&generated.finish) {
+            let mut text = tokenizer
+                .decode(tokens, true)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut reason = match finish {
+                loraxs_models::FinishReason::Stop => "stop",
+                loraxs_models::FinishReason::Length => "length",
+            };
+            // Stop texts: cut at the first one (generation ran on; its
+            // tokens are not answered).
+            if let Some(cut) = settings.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(cut);
+                reason = "stop";
+            }
+            out.push((text, reason, tokens.len()));
+        }
+        Ok(out)
+    }
+
+    fn completion_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.completions.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+fn created() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn completions(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let request: CompletionRequest = parse(body)?;
+    let tokenizer = shared.decoder()?;
+    let adapter = request.model.clone().filter(|m| m != BASE_NAME);
+    if let Some(name) = &adapter {
+        shared.known(name, "model")?;
+    }
+    let settings = settings(
+        request.max_tokens,
+        request.temperature,
+        request.top_p,
+        request.seed,
+        request.stop.as_ref(),
+        request.n,
+        request.stream,
+        tokenizer.stop_ids(),
+    )?;
+    let texts = request.prompt.texts();
+    if texts.is_empty() {
+        return Err(ApiError::bad_request("`prompt` is empty: give at least one").param("prompt"));
+    }
+    let prompts = texts
+        .iter()
+        .map(|t| {
+            tokenizer
+                .encode(t)
+                .map_err(|e| ApiError::bad_request(e.to_string()).param("prompt"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+    let outputs = shared
+        .generate(adapter.clone(), prompts, settings, "prompt")
+        .await?;
+    let completion_tokens: usize = outputs.iter().map(|o| o.2).sum();
+    Ok(axum::Json(serde_json::json!({
+        "id": shared.completion_id("cmpl"),
+        "object": "text_completion",
+        "created": created(),
+        "model": adapter.unwrap_or_else(|| BASE_NAME.into()),
+        "choices": outputs.iter().enumerate().map(|(index, (text, reason, _))| serde_json::json!({
+            "text": text, "index": index, "finish_reason": reason, "logprobs": null,
+        })).collect::<Vec<_>>(),
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    })))
+}
+
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let request: ChatRequest = parse(body)?;
+    let tokenizer = shared.decoder()?;
+    let adapter = request.model.clone().filter(|m| m != BASE_NAME);
+    if let Some(name) = &adapter {
+        shared.known(name, "model")?;
+    }
+    if request.messages.is_empty() {
+        return Err(ApiError::bad_request("`messages` is empty").param("messages"));
+    }
+    if let Some((i, m)) = request
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
+    {
+        return Err(
+            ApiError::bad_request(format!("role `{}`: expected system, user or assistant", m.role))
+                .param(format!("messages[{i}].role")),
+        );
+    }
+    if !tokenizer.has_chat_template() {
+        return Err(ApiError::unprocessable(
+            "this model's tokenizer has no chat template; use /v1/completions with a plain prompt",
+        ));
+    }
+    let settings = settings(
+        request.max_completion_tokens.or(request.max_tokens),
+        request.temperature,
+        request.top_p,
+        request.seed,
+        request.stop.as_ref(),
+        request.n,
+        request.stream,
+        tokenizer.stop_ids(),
+    )?;
+    let messages: Vec<loraxs_tokenizer::ChatMessage> = request
+        .messages
+        .iter()
+        .map(|m| loraxs_tokenizer::ChatMessage::new(&m.role, &m.content))
+        .collect();
+    let text = tokenizer
+        .apply_chat_template(&messages, true)
+        .map_err(|e| ApiError::unprocessable(e.to_string()).param("messages"))?;
+    let prompt = tokenizer
+        .encode(&text)
+        .map_err(|e| ApiError::bad_request(e.to_string()).param("messages"))?;
+    let prompt_tokens = prompt.len();
+    let outputs = shared
+        .generate(adapter.clone(), vec![prompt], settings, "messages")
+        .await?;
+    let (content, reason, completion_tokens) = outputs.into_iter().next().expect("one prompt, one output");
+    Ok(axum::Json(serde_json::json!({
+        "id": shared.completion_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": created(),
+        "model": adapter.unwrap_or_else(|| BASE_NAME.into()),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": reason,
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    })))
 }
