@@ -1,4 +1,5 @@
-//! An HTTP server for many LoRA-XS adapters on one base encoder.
+//! An HTTP server for many LoRA-XS adapters on one base model (an encoder,
+//! or a Llama-family decoder).
 //!
 //! Every LoRA-XS adapter of one base model and rank shares `A` and `B` and
 //! differs only in its `r × r` matrices, so the server keeps one base model
@@ -15,6 +16,7 @@
 //! |---|---|
 //! | `POST /v1/classify` | `{"adapter", "inputs": [text or [text, text]], "truncate"?}` → per input `{"label", "probabilities"}` or `{"score"}` from the adapter's head |
 //! | `POST /v1/embeddings` | OpenAI's shape; `model` names the adapter (`"base"` or absent: none); mean-pooled, L2-normalised |
+//! | `POST /v1/completions`, `POST /v1/chat/completions` | decoders: OpenAI's shape, `model` names the adapter; greedy requests batched across adapters |
 //! | `GET /v1/adapters` | the base, the loaded adapters, the files not loaded and why |
 //! | `POST /v1/adapters` | `{"path", "name"?}`: load a file of the adapter folder (201) |
 //! | `DELETE /v1/adapters/{name}` | unload one |
