@@ -408,7 +408,16 @@ impl Shared {
             sequences,
             reply,
         };
-        // The queue's bound: jobs sent and not yet taken by the model thread.
+        self.enqueue(Msg::Job(job))?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal("the model thread stopped before answering"))?
+    }
+
+    /// Queues a job for the model thread; 503 when `--queue` jobs are
+    /// already waiting (the bound: jobs sent and not yet taken) or the
+    /// thread is gone.
+    fn enqueue(&self, msg: Msg) -> Result<(), ApiError> {
         if self.metrics.queued.fetch_add(1, Ordering::Relaxed) >= self.config.queue as i64 {
             self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(ApiError::unavailable(format!(
@@ -416,13 +425,11 @@ impl Shared {
                 self.config.queue
             )));
         }
-        if self.inbox.send(Msg::Job(job)).is_err() {
+        if self.inbox.send(msg).is_err() {
             self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(ApiError::unavailable("the server is shutting down"));
         }
-        answer
-            .await
-            .map_err(|_| ApiError::internal("the model thread stopped before answering"))?
+        Ok(())
     }
 
     fn known(&self, name: &str, field: &str) -> Result<(), ApiError> {
@@ -776,17 +783,7 @@ impl Shared {
             config: settings.config,
             reply,
         };
-        if self.metrics.queued.fetch_add(1, Ordering::Relaxed) >= self.config.queue as i64 {
-            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(ApiError::unavailable(format!(
-                "the server is at capacity ({} requests queued); retry shortly",
-                self.config.queue
-            )));
-        }
-        if self.inbox.send(Msg::Generate(job)).is_err() {
-            self.metrics.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(ApiError::unavailable("the server is shutting down"));
-        }
+        self.enqueue(Msg::Generate(job))?;
         let generated = answer
             .await
             .map_err(|_| ApiError::internal("the model thread stopped before answering"))??;

@@ -169,7 +169,14 @@ async fn completions_route_each_request_through_its_adapter() {
             .apply(decoder, &path)
             .unwrap()
             .model;
-        let out = generate(&adapted, std::slice::from_ref(&ids), tokenizer.pad_id(), &config, &device).unwrap();
+        let out = generate(
+            &adapted,
+            std::slice::from_ref(&ids),
+            tokenizer.pad_id(),
+            &config,
+            &device,
+        )
+        .unwrap();
         assert_eq!(
             tokenizer.decode(&out.tokens[0], true).unwrap(),
             texts[name],
