@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
-use loraxs::{AdapterBank, AdapterConfig, AdapterFile, TargetModules};
+use loraxs::{AdapterBank, AdapterConfig, TargetModules};
 use loraxs_models::{Decoder, Generated, GenerationConfig, KernelBackend, generate};
 use tokio::sync::oneshot;
 
 use crate::api::{AdapterList, ApiError, BaseInfo, adapter_error};
-use crate::engine::{Admin, Batching, Msg, Registry, StartSpec, load_bank};
+use crate::engine::{Admin, Batching, Msg, Registry, StartSpec, info, load_bank};
 use crate::metrics::Metrics;
 
 /// The rank of a decoder bank when neither `--rank` nor an adapter file
@@ -281,22 +281,5 @@ impl<B: KernelBackend> DecoderEngine<B> {
             }
         }
         results
-    }
-}
-
-fn info<B: KernelBackend>(
-    bank: &AdapterBank<B, Decoder<B>>,
-    name: &str,
-    path: &std::path::Path,
-    file: &AdapterFile,
-) -> crate::api::AdapterInfo {
-    crate::api::AdapterInfo {
-        name: name.to_string(),
-        path: path.display().to_string(),
-        rank: file.config.rank,
-        alpha: file.config.alpha,
-        adapter_values: bank.bytes_per_adapter() / std::mem::size_of::<f32>(),
-        bank_bytes: bank.bytes_per_adapter(),
-        head_outputs: None,
     }
 }

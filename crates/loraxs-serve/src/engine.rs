@@ -584,8 +584,9 @@ fn rows_of<B: KernelBackend>(t: Tensor<B, 2>, width: usize) -> Vec<Vec<f32>> {
     values.chunks(width.max(1)).map(<[f32]>::to_vec).collect()
 }
 
-fn info<B: KernelBackend>(
-    bank: &AdapterBank<B, Encoder<B>>,
+/// What `GET /v1/adapters` shows of an adapter in `bank`.
+pub(crate) fn info<B: burn::tensor::backend::Backend, H: loraxs::AdapterHost<B> + Clone>(
+    bank: &AdapterBank<B, H>,
     name: &str,
     path: &Path,
     file: &AdapterFile,
