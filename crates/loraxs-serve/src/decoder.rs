@@ -17,7 +17,9 @@ use loraxs_models::{Decoder, Generated, GenerationConfig, KernelBackend, generat
 use tokio::sync::oneshot;
 
 use crate::api::{AdapterList, ApiError, BaseInfo, adapter_error};
-use crate::engine::{Admin, Batching, Msg, Registry, StartSpec, info, load_bank};
+use crate::engine::{
+    Admin, Batching, Msg, Registry, StartSpec, info, load_bank, registry_add, registry_remove,
+};
 use crate::metrics::Metrics;
 
 /// The rank of a decoder bank when neither `--rank` nor an adapter file
@@ -111,9 +113,7 @@ impl<B: KernelBackend> DecoderEngine<B> {
                         .map_err(|e| adapter_error(&e).param("path"))
                         .map(|()| {
                             let info = info(&self.bank, &name, &path, &file);
-                            let mut registry = self.registry.write().unwrap();
-                            registry.adapters.push(info.clone());
-                            registry.adapters.sort_by(|a, b| a.name.cmp(&b.name));
+                            registry_add(&self.registry, info.clone());
                             info
                         })
                 };
@@ -125,7 +125,7 @@ impl<B: KernelBackend> DecoderEngine<B> {
             Admin::Remove { name, reply } => {
                 let result = self.bank.remove(&name).map_err(|e| adapter_error(&e));
                 if result.is_ok() {
-                    self.registry.write().unwrap().adapters.retain(|a| a.name != name);
+                    registry_remove(&self.registry, &name);
                 }
                 self.metrics
                     .adapters

@@ -82,6 +82,18 @@ type Answer = Result<Vec<Vec<f32>>, ApiError>;
 /// What handlers read without asking the model thread.
 pub(crate) type Registry = Arc<RwLock<AdapterList>>;
 
+/// Lists a newly loaded adapter, in name order.
+pub(crate) fn registry_add(registry: &Registry, info: AdapterInfo) {
+    let mut registry = registry.write().unwrap();
+    registry.adapters.push(info);
+    registry.adapters.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// Unlists a removed adapter.
+pub(crate) fn registry_remove(registry: &Registry, name: &str) {
+    registry.write().unwrap().adapters.retain(|a| a.name != name);
+}
+
 /// Batching limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Batching {
@@ -364,9 +376,7 @@ impl<B: KernelBackend> Engine<B> {
                         self.heads.insert(name.clone(), head);
                     }
                     let info = info(&self.bank, &name, &path, &file);
-                    let mut registry = self.registry.write().unwrap();
-                    registry.adapters.push(info.clone());
-                    registry.adapters.sort_by(|a, b| a.name.cmp(&b.name));
+                    registry_add(&self.registry, info.clone());
                     Ok(info)
                 });
                 self.metrics
@@ -378,7 +388,7 @@ impl<B: KernelBackend> Engine<B> {
                 let result = self.bank.remove(&name).map_err(|e| adapter_error(&e));
                 if result.is_ok() {
                     self.heads.remove(&name);
-                    self.registry.write().unwrap().adapters.retain(|a| a.name != name);
+                    registry_remove(&self.registry, &name);
                 }
                 self.metrics
                     .adapters

@@ -414,6 +414,15 @@ impl Shared {
             .map_err(|_| ApiError::internal("the model thread stopped before answering"))?
     }
 
+    /// The adapter a `model` field names (`None` for absent or `"base"`);
+    /// 404 when no adapter of that name is loaded.
+    fn adapter_of(&self, model: Option<&str>) -> Result<Option<String>, ApiError> {
+        match model {
+            None | Some(BASE_NAME) => Ok(None),
+            Some(name) => self.known(name, "model").map(|()| Some(name.to_string())),
+        }
+    }
+
     /// Queues a job for the model thread; 503 when `--queue` jobs are
     /// already waiting (the bound: jobs sent and not yet taken) or the
     /// thread is gone.
@@ -520,10 +529,7 @@ async fn embeddings(
                 .param("encoding_format"),
         );
     }
-    let adapter = request.model.clone().filter(|m| m != BASE_NAME);
-    if let Some(name) = &adapter {
-        shared.known(name, "model")?;
-    }
+    let adapter = shared.adapter_of(request.model.as_deref())?;
     let texts: Vec<&str> = match &request.input {
         EmbeddingInput::One(text) => vec![text.as_str()],
         EmbeddingInput::Many(texts) => texts.iter().map(String::as_str).collect(),
@@ -824,10 +830,7 @@ async fn completions(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let request: CompletionRequest = parse(body)?;
     let tokenizer = shared.decoder()?;
-    let adapter = request.model.clone().filter(|m| m != BASE_NAME);
-    if let Some(name) = &adapter {
-        shared.known(name, "model")?;
-    }
+    let adapter = shared.adapter_of(request.model.as_deref())?;
     let settings = settings(
         request.max_tokens,
         request.temperature,
@@ -877,10 +880,7 @@ async fn chat_completions(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let request: ChatRequest = parse(body)?;
     let tokenizer = shared.decoder()?;
-    let adapter = request.model.clone().filter(|m| m != BASE_NAME);
-    if let Some(name) = &adapter {
-        shared.known(name, "model")?;
-    }
+    let adapter = shared.adapter_of(request.model.as_deref())?;
     if request.messages.is_empty() {
         return Err(ApiError::bad_request("`messages` is empty").param("messages"));
     }
