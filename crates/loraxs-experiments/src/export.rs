@@ -64,26 +64,9 @@ fn io(path: &Path, e: std::io::Error) -> ExperimentError {
     }
 }
 
-/// Whether `path` holds a decoder: a `.gguf` file, a folder with one, or a
-/// folder whose `config.json` is not BERT or RoBERTa.
+/// Whether `path` holds a decoder (see [`loraxs_models::is_decoder_path`]).
 fn is_decoder(path: &Path) -> Result<bool> {
-    if path.extension().is_some_and(|e| e == "gguf") {
-        return Ok(true);
-    }
-    let entries = std::fs::read_dir(path).map_err(|e| io(path, e))?;
-    for entry in entries {
-        let p = entry.map_err(|e| io(path, e))?.path();
-        if p.extension().is_some_and(|e| e == "gguf") {
-            return Ok(true);
-        }
-    }
-    let config = path.join("config.json");
-    let text = std::fs::read_to_string(&config).map_err(|e| io(&config, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ExperimentError::Results {
-        path: config.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(!matches!(value["model_type"].as_str(), Some("bert" | "roberta")))
+    Ok(loraxs_models::is_decoder_path(path)?)
 }
 
 /// Runs `request`; returns a one-line summary.

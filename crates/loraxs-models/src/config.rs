@@ -139,3 +139,33 @@ impl EncoderConfig {
         }
     }
 }
+
+/// Whether `path` holds a decoder rather than a BERT/RoBERTa encoder: a
+/// `.gguf` file, a folder with one, or a folder whose `config.json` names a
+/// `model_type` other than `bert` or `roberta`.
+pub fn is_decoder_path(path: &Path) -> Result<bool> {
+    if path.is_file() || path.extension().is_some_and(|e| e == "gguf") {
+        return Ok(true);
+    }
+    let io = |p: &Path, source| ModelError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(path).map_err(|e| io(path, e))? {
+        if entry
+            .map_err(|e| io(path, e))?
+            .path()
+            .extension()
+            .is_some_and(|e| e == "gguf")
+        {
+            return Ok(true);
+        }
+    }
+    let config = path.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| io(&config, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: config.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(!matches!(value["model_type"].as_str(), Some("bert" | "roberta")))
+}

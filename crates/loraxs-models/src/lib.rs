@@ -73,7 +73,7 @@ mod weights;
 
 pub use arch::{DecoderConfig, ENCODER_LAYER_LINEARS, LinearModule, RopeScaling, encoder_layer_prefix};
 pub use cache::{CACHE_DIR_ENV, MODEL_DIR_ENV, cache_dir, cached_model_dir, default_model_dir};
-pub use config::{Activation, EncoderConfig, ModelType};
+pub use config::{Activation, EncoderConfig, ModelType, is_decoder_path};
 pub use error::{ModelError, Result};
 
 #[cfg(feature = "burn")]

@@ -16,9 +16,9 @@ use loraxs::{AdapterBank, AdapterConfig, TargetModules};
 use loraxs_models::{Decoder, Generated, GenerationConfig, KernelBackend, generate};
 use tokio::sync::oneshot;
 
-use crate::api::{AdapterList, ApiError, BaseInfo, adapter_error};
+use crate::api::{AdapterList, ApiError, adapter_error};
 use crate::engine::{
-    Admin, Batching, Msg, Registry, StartSpec, info, load_bank, registry_add, registry_remove,
+    Admin, Batching, Msg, Registry, StartSpec, info, load_bank, publish, registry_add, registry_remove,
 };
 use crate::metrics::Metrics;
 
@@ -63,24 +63,14 @@ impl<B: KernelBackend> DecoderEngine<B> {
                 Ok(())
             }
         })?;
-        let adapters = fit
-            .iter()
-            .map(|(name, path, file)| info(&bank, name, path, file))
-            .collect();
-        let list = AdapterList {
-            base: BaseInfo {
-                model: spec.model.display().to_string(),
-                fingerprint: bank.fingerprint().to_string(),
-                rank: bank.config().rank,
-                targets: bank.config().targets.patterns().to_vec(),
-                hidden_size: config.hidden_size,
-                max_tokens: spec.max_tokens.min(context),
-            },
-            adapters,
-            not_loaded,
-        };
-        metrics.adapters.store(bank.len() as i64, Ordering::Relaxed);
-        *registry.write().unwrap() = list.clone();
+        let list = publish(
+            &bank,
+            (&fit, not_loaded),
+            spec,
+            config.hidden_size,
+            spec.max_tokens.min(context),
+            (&registry, &metrics),
+        );
         Ok((
             Self {
                 bank,

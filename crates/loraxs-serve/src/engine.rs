@@ -82,6 +82,36 @@ type Answer = Result<Vec<Vec<f32>>, ApiError>;
 /// What handlers read without asking the model thread.
 pub(crate) type Registry = Arc<RwLock<AdapterList>>;
 
+/// The start-up listing of a bank, published to the registry and the
+/// metrics.
+pub(crate) fn publish<B: burn::tensor::backend::Backend, H: loraxs::AdapterHost<B> + Clone>(
+    bank: &AdapterBank<B, H>,
+    (fit, not_loaded): (&Files, Vec<NotLoaded>),
+    spec: &StartSpec,
+    hidden_size: usize,
+    max_tokens: usize,
+    (registry, metrics): (&Registry, &Metrics),
+) -> AdapterList {
+    let list = AdapterList {
+        base: BaseInfo {
+            model: spec.model.display().to_string(),
+            fingerprint: bank.fingerprint().to_string(),
+            rank: bank.config().rank,
+            targets: bank.config().targets.patterns().to_vec(),
+            hidden_size,
+            max_tokens,
+        },
+        adapters: fit
+            .iter()
+            .map(|(name, path, file)| info(bank, name, path, file))
+            .collect(),
+        not_loaded,
+    };
+    metrics.adapters.store(bank.len() as i64, Ordering::Relaxed);
+    *registry.write().unwrap() = list.clone();
+    list
+}
+
 /// Lists a newly loaded adapter, in name order.
 pub(crate) fn registry_add(registry: &Registry, info: AdapterInfo) {
     let mut registry = registry.write().unwrap();
@@ -316,24 +346,14 @@ impl<B: KernelBackend> Engine<B> {
             },
         )?;
         let config = model_dir.config().map_err(|e| e.to_string())?;
-        let adapters = fit
-            .iter()
-            .map(|(name, path, file)| info(&bank, name, path, file))
-            .collect();
-        let list = AdapterList {
-            base: BaseInfo {
-                model: spec.model.display().to_string(),
-                fingerprint: bank.fingerprint().to_string(),
-                rank: bank.config().rank,
-                targets: bank.config().targets.patterns().to_vec(),
-                hidden_size,
-                max_tokens: spec.max_tokens.min(config.max_tokens()),
-            },
-            adapters,
-            not_loaded,
-        };
-        metrics.adapters.store(bank.len() as i64, Ordering::Relaxed);
-        *registry.write().unwrap() = list.clone();
+        let list = publish(
+            &bank,
+            (&fit, not_loaded),
+            spec,
+            hidden_size,
+            spec.max_tokens.min(config.max_tokens()),
+            (&registry, &metrics),
+        );
         Ok((
             Self {
                 bank,

@@ -99,27 +99,6 @@ struct EncoderTokenizers {
     measure: TextTokenizer,
 }
 
-/// Whether `path` holds a decoder: a file (GGUF), a folder without
-/// `config.json` (a GGUF inside), or a `config.json` whose `model_type` is
-/// not BERT's or RoBERTa's.
-fn is_decoder(path: &Path) -> Result<bool, String> {
-    if path.is_file() {
-        return Ok(true);
-    }
-    let config = path.join("config.json");
-    if !config.is_file() {
-        return Ok(path.is_dir()
-            && std::fs::read_dir(path).is_ok_and(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.path().extension().is_some_and(|x| x == "gguf"))
-            }));
-    }
-    let text = std::fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", config.display()))?;
-    Ok(!matches!(json["model_type"].as_str(), Some("bert" | "roberta")))
-}
-
 struct Shared {
     inbox: Sender<Msg>,
     /// False once the model thread has stopped (it should not before
@@ -150,7 +129,9 @@ impl Server {
         if config.max_batch == 0 || config.queue == 0 || config.max_inputs == 0 {
             return Err(fail("max batch, queue and max inputs must be at least 1".into()));
         }
-        let (side, spec) = if is_decoder(&config.model).map_err(fail)? {
+        let (side, spec) = if loraxs_models::is_decoder_path(&config.model)
+            .map_err(|e| fail(e.to_string()))?
+        {
             let tokenizer =
                 loraxs_models::load_causal_tokenizer(&config.model).map_err(|e| fail(e.to_string()))?;
             let spec = StartSpec {
