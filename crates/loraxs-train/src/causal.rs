@@ -412,14 +412,13 @@ impl MathEval<'_> {
     }
 }
 
-struct CausalJob<'a, B: AutodiffBackend> {
+struct CausalJob<'a> {
     config: &'a CausalRunConfig,
     train: Vec<CausalExample>,
     eval: MathEval<'a>,
-    device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend> Job<B> for CausalJob<'_, B> {
+impl<B: AutodiffBackend> Job<B> for CausalJob<'_> {
     type Model = Decoder<B>;
 
     fn epoch_steps(&self, epoch: usize) -> Vec<Vec<Vec<usize>>> {
@@ -438,19 +437,21 @@ impl<B: AutodiffBackend> Job<B> for CausalJob<'_, B> {
         model: &Decoder<B>,
         micro: &[usize],
         step: &[Vec<usize>],
+        device: &B::Device,
     ) -> Result<MicroLoss<B>, TrainError> {
-        // Every response token of the step weighs the same.
+        // Every response token of the step weighs the same (whichever
+        // micro-batch or data-parallel share holds it).
         let step_tokens: usize = step.iter().flatten().map(|&i| self.train[i].loss_tokens()).sum();
         let refs: Vec<&CausalExample> = micro.iter().map(|&i| &self.train[i]).collect();
-        let (nll, n) = response_nll(model, &refs, self.eval.tokenizer.pad_id(), self.device)?;
+        let (nll, n) = response_nll(model, &refs, self.eval.tokenizer.pad_id(), device)?;
         Ok(MicroLoss {
             loss: nll.div_scalar(step_tokens.max(1) as f64),
             tokens: n,
         })
     }
 
-    fn evaluate(&self, model: &Decoder<B::InnerBackend>) -> Result<Metrics, TrainError> {
-        self.eval.run(model, self.device)
+    fn evaluate(&self, model: &Decoder<B::InnerBackend>, device: &B::Device) -> Result<Metrics, TrainError> {
+        self.eval.run(model, device)
     }
 
     fn adapter_file(&self, model: &Decoder<B>) -> Result<AdapterFile, TrainError> {
@@ -512,7 +513,9 @@ pub fn train_causal<B: AutodiffBackend>(
 
     let checkpoint = options.checkpoint_dir.as_ref().map(|d| d.join(config.key()));
     let base = load()?;
-    let (model, optims, state) = match resume_state(checkpoint.as_ref(), options.resume)? {
+    let resumed = resume_state(checkpoint.as_ref(), options.resume)?;
+    let resumed_from = resumed.as_ref().and(checkpoint.clone());
+    let (model, optims, state) = match resumed {
         Some(state) => {
             let dir = checkpoint.as_ref().expect("resume needs a checkpoint folder");
             let path = dir.join(ADAPTER_FILE);
@@ -550,7 +553,7 @@ pub fn train_causal<B: AutodiffBackend>(
         label: format!("math {} r={}", config.adapter.preset_name(), config.adapter.rank),
     };
     let train_examples = train.len();
-    let job = CausalJob::<B> {
+    let job = CausalJob {
         config,
         train,
         eval: MathEval {
@@ -561,20 +564,40 @@ pub fn train_causal<B: AutodiffBackend>(
             max_new_tokens: config.max_new_tokens,
             batch: config.micro_batch.max(8),
         },
-        device,
     };
     let wall_before = state.wall_seconds;
-    let Some((_, state)) = engine::run(
-        &job,
-        &plan,
-        model,
-        optims,
-        state,
-        checkpoint.as_deref(),
-        options,
-        device,
-    )?
-    else {
+    let setup = &options.parallel;
+    let done = if setup.peers() == 1 {
+        engine::run(
+            &job,
+            &plan,
+            model,
+            optims,
+            state,
+            checkpoint.as_deref(),
+            options,
+            device,
+        )?
+    } else {
+        let devices = crate::peer_devices::<B>(device, setup.devices());
+        let replicas = engine::replicas(model, optims, &devices, |copy, device| {
+            let fresh = Optimizers::new(ParamGroups::without_head(copy), config.weight_decay);
+            match &resumed_from {
+                Some(dir) => load_optimizers(fresh, dir, device),
+                None => Ok(fresh),
+            }
+        })?;
+        engine::run_parallel(
+            &job,
+            &plan,
+            replicas,
+            state,
+            checkpoint.as_deref(),
+            options,
+            setup,
+        )?
+    };
+    let Some((_, state)) = done else {
         return Ok(None);
     };
     let last = state

@@ -56,6 +56,10 @@ pub struct RunConfig {
     /// `config.json`); `None` keeps the model's.
     #[serde(default)]
     pub encoder_dropout: Option<f64>,
+    /// Replaces the head's dropout (default 0.1, Hugging Face's
+    /// `hidden_dropout_prob` of the model card); `None` keeps it.
+    #[serde(default)]
+    pub head_dropout: Option<f64>,
 }
 
 /// The sampler window of records written before `bucket_window` existed.
@@ -93,6 +97,7 @@ impl RunConfig {
             init_from: None,
             bucket_window: DEFAULT_BUCKET_WINDOW,
             encoder_dropout: None,
+            head_dropout: None,
         }
     }
 
@@ -100,7 +105,7 @@ impl RunConfig {
     /// checkpoint folders and de-duplication of result files.
     pub fn key(&self) -> String {
         format!(
-            "{}-{}{}-r{}-s{}-lr{}-hlr{}-e{}-n{}{}{}{}",
+            "{}-{}{}-r{}-s{}-lr{}-hlr{}-e{}-n{}{}{}{}{}",
             self.task.name(),
             self.adapter.method.name(),
             if self.adapter.factors == loraxs::Factors::Random {
@@ -127,6 +132,7 @@ impl RunConfig {
                 format!("-w{}", self.bucket_window)
             },
             self.encoder_dropout.map_or(String::new(), |p| format!("-do{p}")),
+            self.head_dropout.map_or(String::new(), |p| format!("-hdo{p}")),
         )
     }
 }
@@ -146,12 +152,16 @@ mod tests {
         assert!(run.key().ends_with("-e3-nall-do0"), "{}", run.key());
         run.encoder_dropout = Some(0.1);
         assert!(run.key().ends_with("-do0.1"), "{}", run.key());
+        run.head_dropout = Some(0.0);
+        assert!(run.key().ends_with("-do0.1-hdo0"), "{}", run.key());
+        run.head_dropout = None;
         // A record written before the settings existed ran with a 50-batch
         // window and the model's dropout, and keeps its key.
         let mut json = serde_json::to_value(&run).unwrap();
         let fields = json.as_object_mut().unwrap();
         fields.remove("bucket_window");
         fields.remove("encoder_dropout");
+        fields.remove("head_dropout");
         let old: RunConfig = serde_json::from_value(json).unwrap();
         assert_eq!((old.bucket_window, old.encoder_dropout), (50, None));
         assert!(old.key().ends_with("-e3-nall"), "{}", old.key());

@@ -23,6 +23,7 @@ use loraxs::interop::tensor_values;
 use serde::{Deserialize, Serialize};
 
 use crate::optim::Optimizers;
+use crate::parallel::{DataParallel, Peer, Replica};
 use crate::record::{EpochRecord, Metrics};
 use crate::trainer::{StepInfo, TrainOptions};
 use crate::{Schedule, TrainError};
@@ -77,18 +78,23 @@ pub(crate) trait Job<B: AutodiffBackend> {
     /// micro-batches of example indices.
     fn epoch_steps(&self, epoch: usize) -> Vec<Vec<Vec<usize>>>;
 
-    /// The loss of micro-batch `micro` of `step`.
+    /// The loss of `micro`, examples of one micro-batch of `step` (all of
+    /// it, or a data-parallel peer's share of it), on `device`: scaled so
+    /// that the losses of all the parts of a step's micro-batches sum to
+    /// the step's loss.
     fn loss(
         &self,
         model: &Self::Model,
         micro: &[usize],
         step: &[Vec<usize>],
+        device: &B::Device,
     ) -> Result<MicroLoss<B>, TrainError>;
 
     /// Metrics of the model after an epoch.
     fn evaluate(
         &self,
         model: &<Self::Model as AutodiffModule<B>>::InnerModule,
+        device: &B::Device,
     ) -> Result<Metrics, TrainError>;
 
     /// The adapter file a checkpoint holds.
@@ -113,12 +119,119 @@ pub(crate) struct Plan {
 pub(crate) fn run<B: AutodiffBackend, J: Job<B>>(
     job: &J,
     plan: &Plan,
-    mut model: J::Model,
-    mut optims: Optimizers<B, J::Model>,
-    mut state: CheckpointState,
+    model: J::Model,
+    optims: Optimizers<B, J::Model>,
+    state: CheckpointState,
     checkpoint: Option<&Path>,
     options: &TrainOptions,
     device: &B::Device,
+) -> Result<Option<(J::Model, CheckpointState)>, TrainError>
+where
+    Optimizers<B, J::Model>: Checkpointable,
+{
+    run_peer(
+        job,
+        plan,
+        Replica {
+            model,
+            optims,
+            device: device.clone(),
+        },
+        state,
+        checkpoint,
+        options,
+        Peer::ALONE,
+    )
+}
+
+/// [`run`] over the replicas of a data-parallel run (`setup`): one
+/// thread per replica, registered with burn's collective. Returns the
+/// leader's result; `Ok(None)` also on a follower node (rank > 0), whose
+/// leader holds the model and history. The first peer's own error is
+/// returned where one failed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_parallel<B: AutodiffBackend, J: Job<B> + Sync>(
+    job: &J,
+    plan: &Plan,
+    replicas: Vec<Replica<B, J::Model>>,
+    state: CheckpointState,
+    checkpoint: Option<&Path>,
+    options: &TrainOptions,
+    setup: &DataParallel,
+) -> Result<Option<(J::Model, CheckpointState)>, TrainError>
+where
+    Optimizers<B, J::Model>: Checkpointable + Send,
+{
+    let results = crate::parallel::on_peers(setup, replicas, |replica, peer| {
+        run_peer(job, plan, replica, state.clone(), checkpoint, options, peer)
+    })?;
+    let mut first = None;
+    let mut echo = None;
+    let mut leader = None;
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(done) if i == 0 => leader = Some(done),
+            Ok(_) => {}
+            Err(e @ TrainError::PeerFailed(_)) => {
+                echo.get_or_insert(e);
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first.or(echo) {
+        return Err(e);
+    }
+    Ok(leader.flatten().filter(|_| setup.leads()))
+}
+
+/// One replica per device of `devices`: the first is `model` and `optims`;
+/// the others are copies of `model` on their devices (the same parameter
+/// ids, so their gradients are summed parameter by parameter) with the
+/// optimisers `optims_for` makes for them (fresh, or a checkpoint's state).
+pub(crate) fn replicas<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: M,
+    optims: Optimizers<B, M>,
+    devices: &[B::Device],
+    mut optims_for: impl FnMut(&M, &B::Device) -> Result<Optimizers<B, M>, TrainError>,
+) -> Result<Vec<Replica<B, M>>, TrainError> {
+    let mut out = Vec::with_capacity(devices.len());
+    for device in &devices[1..] {
+        let copy = model.clone().fork(device);
+        let optims = optims_for(&copy, device)?;
+        out.push(Replica {
+            model: copy,
+            optims,
+            device: device.clone(),
+        });
+    }
+    out.insert(
+        0,
+        Replica {
+            model,
+            optims,
+            device: devices[0].clone(),
+        },
+    );
+    Ok(out)
+}
+
+/// The epochs `state` has not done yet, as peer `peer` of a data-parallel
+/// run: each micro-batch's `peer.shard`, gradients and the loss summed
+/// over the peers (burn's collective), the same optimiser update on every
+/// peer. The leader (peer 0) evaluates, reports, and writes checkpoints to
+/// `checkpoint`; the others only train. Alone (`Peer::ALONE`) it is the
+/// one-device loop, with no collective call at all.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_peer<B: AutodiffBackend, J: Job<B>>(
+    job: &J,
+    plan: &Plan,
+    replica: Replica<B, J::Model>,
+    mut state: CheckpointState,
+    checkpoint: Option<&Path>,
+    options: &TrainOptions,
+    peer: Peer,
 ) -> Result<Option<(J::Model, CheckpointState)>, TrainError>
 where
     Optimizers<B, J::Model>: Checkpointable,
@@ -129,6 +242,26 @@ where
             reason: format!("checkpoint belongs to run `{}`, not `{}`", state.key, plan.key),
         });
     }
+    let Replica {
+        mut model,
+        mut optims,
+        device,
+    } = replica;
+    let device = &device;
+    let alone = peer.count == 1;
+    if !alone {
+        // Every peer must start from the same epoch (a follower node that
+        // cannot see the leader's checkpoint would start afresh).
+        let e = state.epochs_done as f64;
+        let [sum, squares] = peer.sum::<B::InnerBackend, 2>([e, e * e], device)?;
+        if (peer.count as f64 * squares - sum * sum).abs() > 0.5 {
+            return Err(TrainError::Parallel(format!(
+                "the peers resume from different epochs (this one, peer {}, from epoch {}): every \
+                 node must see the same checkpoint folder",
+                peer.index, state.epochs_done
+            )));
+        }
+    }
     let wall = Instant::now();
     let wall_before = state.wall_seconds;
     let total_steps = plan.steps_per_epoch * plan.epochs;
@@ -138,13 +271,22 @@ where
         }
         // Reseeding per epoch makes an epoch's dropout masks depend only on
         // (seed, epoch): a resumed run replays exactly what an
-        // uninterrupted one would have done.
-        let epoch_seed = plan.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
-        B::seed(device, epoch_seed);
-        loraxs_models::seed_dropout(epoch_seed);
+        // uninterrupted one would have done. The generators are
+        // process-wide: one peer per process seeds them, and the others
+        // wait for it (with several peers the masks are drawn in whatever
+        // order the peers ask, so runs with dropout are equal in
+        // distribution, not bit for bit).
+        if peer.seeds {
+            let epoch_seed = plan.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+            B::seed(device, epoch_seed);
+            loraxs_models::seed_dropout(epoch_seed);
+        }
+        if !alone {
+            peer.sum::<B::InnerBackend, 1>([0.0], device)?;
+        }
         let steps = job.epoch_steps(epoch);
         let bar = progress(
-            options.quiet,
+            options.quiet || !peer.leads(),
             plan.steps_per_epoch,
             &format!("{} epoch {}", plan.label, epoch + 1),
         );
@@ -154,20 +296,40 @@ where
         for (i, micro_batches) in steps.iter().take(plan.steps_per_epoch).enumerate() {
             let step = epoch * plan.steps_per_epoch + i;
             let (lr, head_lr) = (plan.adapter_schedule.at(step), plan.head_schedule.at(step));
-            let mut value = 0.0;
-            let mut accumulated = GradientsAccumulator::<J::Model>::new();
-            let mut single = None;
-            for micro in micro_batches {
-                let part = job.loss(&model, micro, micro_batches)?;
-                value += tensor_values(part.loss.clone())[0] as f64;
-                tokens += part.tokens;
-                let grads = GradientsParams::from_grads(part.loss.backward(), &model);
-                if micro_batches.len() == 1 {
-                    single = Some(grads);
-                } else {
-                    accumulated.accumulate(&model, grads);
+            let (grads, value, step_tokens) = if alone {
+                step_gradients(job, &model, micro_batches, peer, device)?
+            } else {
+                let local = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    step_gradients(job, &model, micro_batches, peer, device)
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(TrainError::Parallel(format!(
+                        "peer {} panicked at step {}: {}",
+                        peer.index,
+                        step + 1,
+                        panic_message(&panic)
+                    )))
+                });
+                let (value, tokens, failed) = match &local {
+                    Ok((_, value, tokens)) => (*value, *tokens as f64, 0.0),
+                    Err(_) => (0.0, 0.0, 1.0),
+                };
+                let [value, tokens, failed] =
+                    peer.sum::<B::InnerBackend, 3>([value, tokens, failed], device)?;
+                let (grads, _, _) = local?;
+                if failed > 0.0 {
+                    return Err(TrainError::PeerFailed(format!(
+                        "another peer failed at step {} (its error is reported by it)",
+                        step + 1
+                    )));
                 }
-            }
+                (
+                    peer.sum_gradients::<B::InnerBackend>(grads)?,
+                    value,
+                    tokens as usize,
+                )
+            };
+            tokens += step_tokens;
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
                     epoch: epoch + 1,
@@ -177,10 +339,9 @@ where
                     loss: value,
                 });
             }
-            let grads = single.unwrap_or_else(|| accumulated.grads());
             model = optims.step(model, grads, lr, head_lr);
             let indices: Vec<usize> = micro_batches.iter().flatten().copied().collect();
-            if let Some(observer) = &options.on_step {
+            if let Some(observer) = options.on_step.as_ref().filter(|_| peer.leads()) {
                 (observer.0)(&StepInfo {
                     epoch: epoch + 1,
                     step,
@@ -207,24 +368,91 @@ where
         state.examples_seen += examples;
         state.tokens_seen += tokens;
 
-        let metrics = job.evaluate(&model.valid())?;
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            train_loss: loss_sum / examples.max(1) as f64,
-            metrics,
-            step_losses,
+        let finish_epoch = || -> Result<(), TrainError> {
+            if !peer.leads() {
+                state.epochs_done = epoch + 1;
+                return Ok(());
+            }
+            let metrics = job.evaluate(&model.valid(), device)?;
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                train_loss: loss_sum / examples.max(1) as f64,
+                metrics,
+                step_losses,
+            };
+            if !options.quiet {
+                eprintln!("{} epoch {}: {:?}", plan.label, epoch + 1, record.metrics);
+            }
+            state.history.push(record);
+            state.epochs_done = epoch + 1;
+            state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
+            if let Some(dir) = checkpoint {
+                save_checkpoint(dir, &job.adapter_file(&model)?, &optims, &state)?;
+            }
+            Ok(())
         };
-        if !options.quiet {
-            eprintln!("{} epoch {}: {:?}", plan.label, epoch + 1, record.metrics);
-        }
-        state.history.push(record);
-        state.epochs_done = epoch + 1;
-        state.wall_seconds = wall_before + wall.elapsed().as_secs_f64();
-        if let Some(dir) = checkpoint {
-            save_checkpoint(dir, &job.adapter_file(&model)?, &optims, &state)?;
+        let finished = finish_epoch();
+        if !alone {
+            let [failed] =
+                peer.sum::<B::InnerBackend, 1>([f64::from(u8::from(finished.is_err()))], device)?;
+            finished?;
+            if failed > 0.0 {
+                return Err(TrainError::PeerFailed(format!(
+                    "the leader failed to evaluate or save epoch {} (its error is reported by it)",
+                    epoch + 1
+                )));
+            }
+        } else {
+            finished?;
         }
     }
     Ok(Some((model, state)))
+}
+
+/// One step's gradients on this peer's share of `micro_batches`, the
+/// summed loss of that share and the tokens it covers. A peer whose share
+/// of a micro-batch is empty (fewer examples than peers) runs its first
+/// example with weight 0, so that every peer has a gradient for every
+/// parameter to sum.
+fn step_gradients<B: AutodiffBackend, J: Job<B>>(
+    job: &J,
+    model: &J::Model,
+    micro_batches: &[Vec<usize>],
+    peer: Peer,
+    device: &B::Device,
+) -> Result<(GradientsParams, f64, usize), TrainError> {
+    let (mut value, mut tokens) = (0.0, 0);
+    let mut accumulated = GradientsAccumulator::<J::Model>::new();
+    let mut single = None;
+    for micro in micro_batches {
+        let share = peer.shard(micro);
+        let part = if share.is_empty() {
+            let part = job.loss(model, &micro[..1], micro_batches, device)?;
+            MicroLoss {
+                loss: part.loss.mul_scalar(0.0),
+                tokens: 0,
+            }
+        } else {
+            job.loss(model, share, micro_batches, device)?
+        };
+        value += tensor_values(part.loss.clone())[0] as f64;
+        tokens += part.tokens;
+        let grads = GradientsParams::from_grads(part.loss.backward(), model);
+        if micro_batches.len() == 1 {
+            single = Some(grads);
+        } else {
+            accumulated.accumulate(model, grads);
+        }
+    }
+    Ok((single.unwrap_or_else(|| accumulated.grads()), value, tokens))
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Optimiser state a checkpoint can write (implemented by the loop's

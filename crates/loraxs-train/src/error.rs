@@ -38,6 +38,14 @@ pub enum TrainError {
         /// The loss value.
         loss: f64,
     },
+    /// Data-parallel training failed: bad settings, burn's collective, or
+    /// this peer.
+    #[error("data-parallel training: {0}")]
+    Parallel(String),
+    /// Data-parallel training stopped because another peer failed (that
+    /// peer reports why).
+    #[error("data-parallel training: {0}")]
+    PeerFailed(String),
     /// A checkpoint could not be written or read.
     #[error("checkpoint {}: {reason}", path.display())]
     Checkpoint {

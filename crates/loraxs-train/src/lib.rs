@@ -24,6 +24,7 @@ mod config;
 mod engine;
 mod error;
 mod optim;
+mod parallel;
 mod record;
 mod schedule;
 mod trainer;
@@ -34,6 +35,7 @@ pub use causal::{
 };
 pub use config::{DEFAULT_BUCKET_WINDOW, RunConfig};
 pub use error::TrainError;
+pub use parallel::{DataParallel, Nodes, peer_devices, run_orchestrator};
 pub use record::{EpochRecord, Metrics, RunRecord};
 pub use schedule::{CosineSchedule, LinearSchedule, Schedule};
 pub use trainer::{

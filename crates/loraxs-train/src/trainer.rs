@@ -20,6 +20,7 @@ use loraxs_models::{KernelAutodiffBackend, KernelBackend, ModelDir};
 
 use crate::engine::{self, ADAPTER_FILE, CheckpointState, Job, MicroLoss, Plan, resume_state};
 use crate::optim::{Optimizers, ParamGroups};
+use crate::parallel::{DataParallel, peer_devices};
 use crate::record::{EpochRecord, Metrics, RunRecord};
 use crate::{LinearSchedule, RunConfig, Schedule, TrainError};
 
@@ -93,19 +94,23 @@ pub struct TrainOptions {
     pub git_commit: String,
     /// Stop after this many epochs of this invocation (to test resume).
     pub stop_after_epochs: Option<usize>,
-    /// Called after every optimiser step.
+    /// Called after every optimiser step (by the leading peer only).
     pub on_step: Option<StepObserver>,
+    /// Data-parallel peers (default: one). The result is the one-peer
+    /// run's up to float rounding (dropout aside: see
+    /// [`DataParallel`]); on a follower node of a multi-node run, `train`
+    /// returns `Ok(None)` (node 0 holds the record).
+    pub parallel: DataParallel,
 }
 
 /// GLUE fine-tuning as a job of the shared loop: one micro-batch per step.
-struct GlueJob<'a, B: KernelAutodiffBackend> {
+struct GlueJob<'a> {
     config: &'a RunConfig,
     train_set: TokenizedSet,
     dev_sets: Vec<(Split, TokenizedSet)>,
-    device: &'a B::Device,
 }
 
-impl<B: KernelAutodiffBackend> Job<B> for GlueJob<'_, B> {
+impl<B: KernelAutodiffBackend> Job<B> for GlueJob<'_> {
     type Model = SequenceClassifier<B>;
 
     fn epoch_steps(&self, epoch: usize) -> Vec<Vec<Vec<usize>>> {
@@ -119,22 +124,31 @@ impl<B: KernelAutodiffBackend> Job<B> for GlueJob<'_, B> {
         &self,
         model: &Self::Model,
         micro: &[usize],
-        _: &[Vec<usize>],
+        step: &[Vec<usize>],
+        device: &B::Device,
     ) -> Result<MicroLoss<B>, TrainError> {
         let batch = self.train_set.batch(micro);
-        let input = model.encoder.input(&batch.tokens, self.device)?;
+        let input = model.encoder.input(&batch.tokens, device)?;
         let logits = model.forward(input);
-        Ok(MicroLoss {
-            loss: loss::<B>(model, logits, &batch.labels, self.config.task, self.device),
-            tokens: 0,
-        })
+        let mut loss = loss::<B>(model, logits, &batch.labels, self.config.task, device);
+        // The mean over a data-parallel share, weighted by its part of the
+        // step (one micro-batch per step: the whole step is exactly 1).
+        let step_examples: usize = step.iter().map(Vec::len).sum();
+        if micro.len() != step_examples {
+            loss = loss.mul_scalar(micro.len() as f64 / step_examples as f64);
+        }
+        Ok(MicroLoss { loss, tokens: 0 })
     }
 
-    fn evaluate(&self, model: &SequenceClassifier<B::InnerBackend>) -> Result<Metrics, TrainError> {
+    fn evaluate(
+        &self,
+        model: &SequenceClassifier<B::InnerBackend>,
+        device: &B::Device,
+    ) -> Result<Metrics, TrainError> {
         let mut metrics = Metrics::new();
         for (split, set) in &self.dev_sets {
             let suffix = if *split == Split::DevMismatched { "_mm" } else { "" };
-            for (name, value) in evaluate(model, set, self.config.task, self.device)? {
+            for (name, value) in evaluate(model, set, self.config.task, device)? {
                 metrics.insert(format!("{name}{suffix}"), value);
             }
         }
@@ -148,8 +162,10 @@ impl<B: KernelAutodiffBackend> Job<B> for GlueJob<'_, B> {
     }
 }
 
-/// Trains and evaluates one run on backend `B`. Returns `Ok(None)` when
-/// `stop_after_epochs` stopped it early (a checkpoint is on disk).
+/// Trains and evaluates one run on backend `B` (on `device`, and the
+/// devices after it when [`TrainOptions::parallel`] asks for several
+/// peers). Returns `Ok(None)` when `stop_after_epochs` stopped it early (a
+/// checkpoint is on disk), or on a follower node of a multi-node run.
 pub fn train<B: KernelAutodiffBackend>(
     config: &RunConfig,
     model_dir: &ModelDir,
@@ -181,7 +197,11 @@ pub fn train<B: KernelAutodiffBackend>(
     }
     let mut head_config = HeadConfig::new(config.head, encoder.hidden_size(), task.num_labels());
     head_config.seed = config.seed;
+    if let Some(p) = config.head_dropout {
+        head_config.dropout = p;
+    }
     let head = head_config.init::<B>(device);
+    let resumed_from = resume_state.as_ref().and(checkpoint.clone());
     let (model, optims, state) = match resume_state {
         Some(state) => {
             let dir = checkpoint.as_ref().expect("resume needs a checkpoint folder");
@@ -245,24 +265,44 @@ pub fn train<B: KernelAutodiffBackend>(
         ),
     };
     let train_examples = train_set.len();
-    let job = GlueJob::<B> {
+    let job = GlueJob {
         config,
         train_set,
         dev_sets,
-        device,
     };
     let wall_before = state.wall_seconds;
-    let Some((_, state)) = engine::run(
-        &job,
-        &plan,
-        model,
-        optims,
-        state,
-        checkpoint.as_deref(),
-        options,
-        device,
-    )?
-    else {
+    let setup = &options.parallel;
+    let done = if setup.peers() == 1 {
+        engine::run(
+            &job,
+            &plan,
+            model,
+            optims,
+            state,
+            checkpoint.as_deref(),
+            options,
+            device,
+        )?
+    } else {
+        let devices = peer_devices::<B>(device, setup.devices());
+        let replicas = engine::replicas(model, optims, &devices, |copy, device| {
+            let fresh = optimizers(config, copy);
+            match &resumed_from {
+                Some(dir) => load_optimizers(fresh, dir, device),
+                None => Ok(fresh),
+            }
+        })?;
+        engine::run_parallel(
+            &job,
+            &plan,
+            replicas,
+            state,
+            checkpoint.as_deref(),
+            options,
+            setup,
+        )?
+    };
+    let Some((_, state)) = done else {
         return Ok(None);
     };
 

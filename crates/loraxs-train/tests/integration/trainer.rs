@@ -13,14 +13,12 @@ use loraxs_data::{Example, GlueTask, Label, Metric, TokenizedSet};
 use loraxs_heads::{HeadConfig, SequenceClassifier};
 use loraxs_models::ModelDir;
 use loraxs_train::{
-    RunConfig, StepInfo, StepObserver, TrainOptions, epoch_batches, evaluate, predict, train,
+    DataParallel, RunConfig, StepInfo, StepObserver, TrainOptions, epoch_batches, evaluate, predict, train,
 };
 
 type B = Autodiff<Flex>;
 
-/// The backend's random generator (dropout) is global: runs that must be
-/// reproducible cannot overlap in one process.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use crate::SERIAL;
 
 /// The model and the data, under the workspace's one rule
 /// (`loraxs_models::testing`: skipped loudly when absent, a failure under CI).
@@ -57,6 +55,7 @@ fn resumed_run_equals_uninterrupted_run() {
         git_commit: "test".into(),
         stop_after_epochs: None,
         on_step: None,
+        parallel: Default::default(),
     };
     let config = config();
     let whole = train::<B>(&config, &model, &data, &device, &options("a"))
@@ -378,5 +377,96 @@ fn evaluation_scores_every_example_once_whatever_the_order() {
     let again = evaluate(&classifier, &set, task, &device).unwrap();
     for (name, v) in &metrics {
         assert!((again[name] - v).abs() < 1e-4, "{name}: {v} then {}", again[name]);
+    }
+}
+
+/// A global batch of 32 split over 1, 2 and 4 data-parallel peers (CPU
+/// threads, burn's collective summing the gradients) trains the same run:
+/// the same step losses, dev metrics per epoch and final adapter and head,
+/// up to float rounding. Dropout is off (with it on, each peer would draw
+/// its own masks).
+#[test]
+fn data_parallel_peers_train_the_one_peer_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, data)) = inputs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config();
+    config.batch_size = 32;
+    // 80 examples: steps of 32, 32 and 16 (the last one's shares are
+    // uneven over 4 peers only through the 32/16 split: 8 or 4 each).
+    config.train_subset = Some(80);
+    config.max_steps_per_epoch = None;
+    config.eval_subset = Some(48);
+    config.encoder_dropout = Some(0.0);
+    config.head_dropout = Some(0.0);
+    config.lr = 4e-3;
+    config.head_lr = 4e-3;
+    let run = |peers: usize| {
+        let (mut options, steps) = observed(dir.path().join(format!("p{peers}")));
+        options.parallel = DataParallel::new(peers);
+        let record = train::<B>(&config, &model, &data, &Default::default(), &options)
+            .unwrap()
+            .unwrap();
+        let file = AdapterFile::load(
+            dir.path()
+                .join(format!("p{peers}"))
+                .join(config.key())
+                .join("adapter.safetensors"),
+        )
+        .unwrap();
+        let steps = steps.lock().unwrap().clone();
+        (record, file, steps)
+    };
+    let (one, one_file, one_steps) = run(1);
+    assert_eq!(one.epochs.len(), 2);
+    assert_eq!(one_steps.len(), 6, "3 steps per epoch");
+    for peers in [2, 4] {
+        let (many, file, steps) = run(peers);
+        // The leader alone reports steps, once each, with the global batch.
+        let got: Vec<(usize, usize)> = steps.iter().map(|s| (s.step, s.examples)).collect();
+        let want: Vec<(usize, usize)> = one_steps.iter().map(|s| (s.step, s.examples)).collect();
+        assert_eq!(got, want, "{peers} peers");
+        for (a, b) in one.epochs.iter().zip(&many.epochs) {
+            for (x, y) in a.step_losses.iter().zip(&b.step_losses) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                    "{peers} peers, epoch {}: step loss {x} vs {y}",
+                    a.epoch
+                );
+            }
+            for (name, x) in &a.metrics {
+                let y = b.metrics[name];
+                assert!(
+                    (x - y).abs() <= 1e-6,
+                    "{peers} peers, epoch {}: {name} {x} vs {y}",
+                    a.epoch
+                );
+            }
+        }
+        // Every trained tensor (R of each module, the head) ends equal.
+        assert_eq!(
+            file.tensors.keys().collect::<Vec<_>>(),
+            one_file.tensors.keys().collect::<Vec<_>>()
+        );
+        let mut worst = (0.0f32, String::new());
+        for (name, t) in &one_file.tensors {
+            let scale = t.values.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+            for (x, y) in t.values.iter().zip(&file.tensors[name].values) {
+                let d = (x - y).abs() / scale;
+                if d > worst.0 {
+                    worst = (d, name.clone());
+                }
+            }
+        }
+        eprintln!(
+            "{peers} peers: largest relative difference {:.2e} in {}",
+            worst.0, worst.1
+        );
+        assert!(
+            worst.0 <= 1e-3,
+            "{peers} peers: {} differs by {:.2e}",
+            worst.1,
+            worst.0
+        );
     }
 }

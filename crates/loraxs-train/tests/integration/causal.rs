@@ -21,7 +21,7 @@ use loraxs_train::{CausalRunConfig, MathData, PromptStyle, TrainOptions, causal_
 
 type B = Autodiff<Flex>;
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use crate::SERIAL;
 
 /// Layers of the small model.
 const LAYERS: usize = 2;
