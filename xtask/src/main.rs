@@ -61,6 +61,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The meeting point of a multi-node run (`reproduce … --nodes`):
+    /// `cargo xtask orchestrator --port P`. Runs `loraxs-experiments
+    /// orchestrator` until interrupted.
+    #[command(disable_help_flag = true)]
+    Orchestrator {
+        /// Passed to `loraxs-experiments orchestrator`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Whole-model benchmarks on loraxs and the PyTorch reference, side by
     /// side (`docs/results/bench-<backend>.md`); flags: `cargo xtask bench --help`.
     #[command(disable_help_flag = true)]
@@ -146,6 +155,12 @@ fn main() -> ExitCode {
         Cmd::Bench { args } => cargo_run("loraxs-benches", "loraxs-bench", &[], args),
         Cmd::Export { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["export"], args),
         Cmd::Import { args } => cargo_run("loraxs-experiments", "loraxs-experiments", &["import"], args),
+        Cmd::Orchestrator { args } => cargo_run(
+            "loraxs-experiments",
+            "loraxs-experiments",
+            &["orchestrator"],
+            args,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

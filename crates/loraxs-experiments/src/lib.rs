@@ -50,6 +50,6 @@ pub use math::{
 pub use plan::{Overrides, Plan, plan};
 pub use profile::{BUILT_IN, MethodSettings, PerTask, Profile};
 pub use results::Results;
-pub use run::{Outcome, RunSettings, report_glue, reproduce_glue, write_report};
+pub use run::{Outcome, ResultsLock, RunSettings, report_glue, reproduce_glue, train_one, write_report};
 pub use stats::median;
 pub use table::{CLEAR_MARGIN, Cell, best_pair, glue_table, method_label, training_variant};

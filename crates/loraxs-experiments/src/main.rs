@@ -16,6 +16,7 @@ use loraxs_experiments::{
     BUILT_IN, MATH_BUILT_IN, MathProfile, Overrides, Profile, RunSettings, report_glue, reproduce_glue,
     reproduce_math, write_math_report,
 };
+use loraxs_train::{DataParallel, Nodes};
 
 #[derive(Parser)]
 #[command(
@@ -46,10 +47,44 @@ enum Cmd {
     /// PEFT, transformers and vLLM) or `--to merged` (a Hugging Face model
     /// folder with the update folded into the weights).
     Export(ExportArgs),
+    /// Run burn's collective orchestrator: the meeting point of the nodes
+    /// of a multi-node run (`--nodes`), until interrupted.
+    Orchestrator {
+        /// Port to listen on (all interfaces).
+        #[arg(long)]
+        port: u16,
+    },
+    /// Train one run of a grid (what `reproduce glue --jobs N` starts in
+    /// each of its processes).
+    #[command(hide = true)]
+    TrainRun(TrainRunArgs),
     /// Bring a PEFT LoRA adapter over to LoRA-XS: its update projected onto
     /// the base's SVD basis (`R = Bᵀ·ΔW·A⁺`), saved as a loraxs adapter
     /// file; prints what the projection loses.
     Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct TrainRunArgs {
+    /// The run's configuration (JSON).
+    #[arg(long)]
+    run: PathBuf,
+    /// Where to write its record (JSON).
+    #[arg(long)]
+    record: PathBuf,
+    #[arg(long)]
+    backend: String,
+    #[arg(long)]
+    model: String,
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    checkpoints: PathBuf,
+    /// Device index (a GPU; the CPU backends have one device).
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -108,7 +143,7 @@ enum Table {
     /// GSM8K. `--profile quick` (default: SmolLM2-135M on CPU), `paper`
     /// (the authors' recipe on a 7B model, for CUDA; try `--dry-run`),
     /// `smoke` (CI).
-    Math(MathArgs),
+    Math(Box<MathArgs>),
 }
 
 #[derive(Args)]
@@ -144,10 +179,61 @@ struct Place {
     /// Print the planned runs and exit.
     #[arg(long)]
     dry_run: bool,
+    /// Data-parallel peers of each run in this process: CPU threads
+    /// sharing the cores, or one per GPU (`cuda:0..N`). Gradients are
+    /// summed over the peers with burn's collective.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// GLUE: runs of the grid trained at once, each in its own process
+    /// with cores/N threads (or its own GPU).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    #[command(flatten)]
+    nodes: NodeArgs,
+}
+
+/// Several processes (machines) training one run together; each runs the
+/// same command with its own `--node-rank` and `--node-address`.
+#[derive(Args)]
+struct NodeArgs {
+    /// Processes (nodes) in the run.
+    #[arg(long, requires_all = ["node_rank", "orchestrator", "node_address"])]
+    nodes: Option<u32>,
+    /// This node, 0..nodes (node 0 evaluates and writes records and checkpoints).
+    #[arg(long, requires = "nodes")]
+    node_rank: Option<u32>,
+    /// The orchestrator (`loraxs-experiments orchestrator`), ws://host:port.
+    #[arg(long, requires = "nodes")]
+    orchestrator: Option<String>,
+    /// This node as the others reach it, ws://host:port; it serves its
+    /// tensors on that port.
+    #[arg(long, requires = "nodes")]
+    node_address: Option<String>,
+}
+
+impl NodeArgs {
+    fn nodes(self) -> Option<Nodes> {
+        let address = self.node_address?;
+        // ws://host:port → the port to serve on; a bad address is
+        // reported by DataParallel::check.
+        let data_port = address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok());
+        Some(Nodes {
+            count: self.nodes?,
+            rank: self.node_rank?,
+            orchestrator: self.orchestrator?,
+            address,
+            data_port: data_port.unwrap_or(0),
+        })
+    }
 }
 
 impl Place {
     fn settings(self, all_records: bool) -> RunSettings {
+        let mut parallel = DataParallel::new(self.devices);
+        parallel.nodes = self.nodes.nodes();
         RunSettings {
             backend: self.backend,
             model: self.model,
@@ -157,6 +243,8 @@ impl Place {
             quiet: self.quiet,
             dry_run: self.dry_run,
             all_records,
+            parallel,
+            jobs: self.jobs,
         }
     }
 }
@@ -203,6 +291,9 @@ struct GlueArgs {
     /// Encoder dropout (hidden and attention) replacing the model's.
     #[arg(long)]
     encoder_dropout: Option<f64>,
+    /// Head dropout replacing the default 0.1.
+    #[arg(long)]
+    head_dropout: Option<f64>,
     #[command(flatten)]
     place: Place,
     /// `report` only: every record of the results file, not only the
@@ -224,9 +315,33 @@ impl GlueArgs {
             train_subset: self.train_subset,
             bucket_window: self.bucket_window,
             encoder_dropout: self.encoder_dropout,
+            head_dropout: self.head_dropout,
         };
         (self.profile, overrides, self.place.settings(self.all))
     }
+}
+
+fn train_run(args: TrainRunArgs) -> loraxs_experiments::Result<()> {
+    let text =
+        std::fs::read_to_string(&args.run).map_err(|source| loraxs_experiments::ExperimentError::Io {
+            path: args.run.clone(),
+            source,
+        })?;
+    let run: loraxs_train::RunConfig =
+        serde_json::from_str(&text).map_err(|e| loraxs_experiments::ExperimentError::Results {
+            path: args.run.clone(),
+            reason: format!("not a run configuration: {e}"),
+        })?;
+    loraxs_experiments::train_one(
+        &run,
+        args.backend.parse()?,
+        &args.model,
+        &args.data_dir,
+        &args.checkpoints,
+        args.device,
+        args.quiet,
+        &args.record,
+    )
 }
 
 fn main() -> ExitCode {
@@ -291,6 +406,12 @@ fn main() -> ExitCode {
             drop_head: args.drop_head,
         })
         .map(|summary| println!("{summary}")),
+        Cmd::Orchestrator { port } => {
+            eprintln!("orchestrator listening on port {port} (all interfaces); Ctrl-C stops it");
+            loraxs_train::run_orchestrator(port)
+                .map_err(|e| loraxs_experiments::ExperimentError::Backend(e.to_string()))
+        }
+        Cmd::TrainRun(args) => train_run(args),
         Cmd::Import(args) => loraxs_experiments::import(&args.model, &args.peft, args.rank, &args.out)
             .map(|summary| println!("{summary}")),
     };

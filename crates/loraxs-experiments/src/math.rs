@@ -369,6 +369,23 @@ pub fn reproduce_math(profile: &MathProfile, settings: &RunSettings) -> Result<O
     }
     let backend: BackendKind = settings.backend.as_deref().unwrap_or(&profile.backend).parse()?;
     backend.check()?;
+    settings
+        .parallel
+        .check()
+        .map_err(|e| ExperimentError::Backend(e.to_string()))?;
+    if settings.jobs > 1 {
+        return Err(ExperimentError::Backend(
+            "--jobs applies to the GLUE grid; the math table trains one run at a time (use \
+             --devices to spread one run over several peers)"
+                .into(),
+        ));
+    }
+    let leads = settings.parallel.leads();
+    let _lock = if leads {
+        Some(crate::run::ResultsLock::take(&results)?)
+    } else {
+        None
+    };
     let model_name = settings.model.clone().unwrap_or_else(|| profile.model.clone());
     let model_path = if Path::new(&model_name).exists() {
         PathBuf::from(&model_name)
@@ -391,6 +408,7 @@ pub fn reproduce_math(profile: &MathProfile, settings: &RunSettings) -> Result<O
         backend: backend.name().into(),
         model: model_name.clone(),
         git_commit: git_commit(),
+        parallel: settings.parallel.clone(),
         ..Default::default()
     };
     fn work<'a>(
@@ -414,7 +432,8 @@ pub fn reproduce_math(profile: &MathProfile, settings: &RunSettings) -> Result<O
     let mut trained = 0;
     let total = runs.len() + usize::from(profile.base_row);
     let mut index = 0;
-    if profile.base_row {
+    // The base row is an evaluation: node 0's alone.
+    if profile.base_row && leads {
         index += 1;
         let key = profile.base_key();
         if done.contains(&key) {
@@ -470,6 +489,13 @@ pub fn reproduce_math(profile: &MathProfile, settings: &RunSettings) -> Result<O
         );
         append(&results, &MathRecord::Run(record))?;
         trained += 1;
+    }
+    if !leads {
+        return Ok(Outcome {
+            planned: total,
+            trained,
+            table: None,
+        });
     }
     let table = write_math_report(profile, &results)?;
     Ok(Outcome {

@@ -32,6 +32,8 @@ pub struct Overrides {
     pub bucket_window: Option<usize>,
     /// Encoder dropout for every run.
     pub encoder_dropout: Option<f64>,
+    /// Head dropout for every run.
+    pub head_dropout: Option<f64>,
 }
 
 /// The runs of a reproduction, in the order they run, and notes on what
@@ -163,6 +165,7 @@ pub fn plan(profile: &Profile, overrides: &Overrides, data_dir: &Path, checkpoin
                                 run.bucket_window = w;
                             }
                             run.encoder_dropout = overrides.encoder_dropout.or(profile.encoder_dropout);
+                            run.head_dropout = overrides.head_dropout.or(profile.head_dropout);
                             runs.push(run);
                         }
                     }

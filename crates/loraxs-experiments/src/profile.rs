@@ -83,6 +83,9 @@ pub struct Profile {
     /// Encoder dropout replacing the model's (`null`: the model's).
     #[serde(default)]
     pub encoder_dropout: Option<f64>,
+    /// Head dropout replacing the default 0.1 (`null`: 0.1).
+    #[serde(default)]
+    pub head_dropout: Option<f64>,
     /// Tasks whose adapter starts from the MNLI run of the same method,
     /// rank and seed (the paper: MRPC, RTE, STS-B), when MNLI is planned.
     #[serde(default)]
