@@ -120,6 +120,56 @@ fn accumulated_micro_batches_make_the_same_step_as_one_batch() {
     );
 }
 
+/// The causal trainer over data-parallel peers: 2 accumulated micro-batches
+/// of 2 per step, on 1, 2 and 3 peers (with 3, one peer's share of each
+/// micro-batch is empty and it contributes a zero-weight gradient): the
+/// same step losses (each response token weighs the same whichever peer
+/// holds it) and the same answer loss after training.
+#[test]
+fn data_parallel_peers_make_the_one_peer_causal_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((tokenizer, model, data)) = inputs() else {
+        return;
+    };
+    let model_dir = model.path();
+    let mut config = config();
+    config.eval_subset = Some(1);
+    config.max_new_tokens = 4;
+    let run = |peers: usize| {
+        let options = TrainOptions {
+            quiet: true,
+            parallel: loraxs_train::DataParallel::new(peers),
+            ..Default::default()
+        };
+        train_causal::<B>(
+            &config,
+            || Ok(load(model_dir)),
+            &tokenizer,
+            &data,
+            &Default::default(),
+            &options,
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let one = run(1);
+    for peers in [2, 3] {
+        let many = run(peers);
+        for (a, b) in one.epochs.iter().zip(&many.epochs) {
+            assert_eq!(a.step_losses.len(), b.step_losses.len());
+            for (x, y) in a.step_losses.iter().zip(&b.step_losses) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * x.abs(),
+                    "{peers} peers: step loss {x} vs {y}"
+                );
+            }
+        }
+        let (x, y) = (one.last.metrics["answer_loss"], many.last.metrics["answer_loss"]);
+        assert!((x - y).abs() <= 1e-4 * x, "{peers} peers: answer loss {x} vs {y}");
+        assert_eq!(one.train_examples, many.train_examples);
+    }
+}
+
 #[test]
 fn a_resumed_math_run_equals_an_uninterrupted_one() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
