@@ -19,6 +19,7 @@
 pub mod memory;
 pub mod report;
 pub mod runner;
+pub mod scale;
 pub mod serve;
 pub mod targets;
 pub mod workload;

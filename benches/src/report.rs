@@ -266,6 +266,25 @@ pub fn markdown(
                 g("soak_p99_ms")
             ));
         }
+        if let Some(s) = ours.map(|r| &r["scale"]).filter(|s| s.is_object()) {
+            let rate = |i: usize| s["examples_per_s"][i].as_f64().unwrap_or(f64::NAN);
+            notes.push(format!(
+                "{:.1} examples/s with 1 peer, {:.1} with 2 ({:.2}×)",
+                rate(0),
+                rate(1),
+                rate(1) / rate(0)
+            ));
+            for c in s["allreduce"].as_array().into_iter().flatten() {
+                notes.push(format!(
+                    "all-reduce of one step, 2 peers, {}: {} values in {} tensors, {:.1} KiB per peer, {:.2} ms",
+                    c["method"].as_str().unwrap_or("?"),
+                    c["values"].as_u64().unwrap_or(0),
+                    c["tensors"].as_u64().unwrap_or(0),
+                    c["bytes_per_peer"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+                    c["median_ms"].as_f64().unwrap_or(f64::NAN)
+                ));
+            }
+        }
         for (who, r) in [("loraxs", ours), ("PyTorch", theirs)] {
             if let Some(r) = r {
                 if let Some(v) = r["values"].as_u64() {

@@ -103,6 +103,10 @@ pub enum Workload {
     /// adapters and for base embeddings, then a soak with adapters removed
     /// and re-loaded under traffic (see [`crate::serve`]).
     ServeLoad,
+    /// The `train-glue-sst2` run with 1 and 2 data-parallel peers, and one
+    /// step's gradient all-reduce for LoRA-XS, LoRA and full fine-tuning
+    /// (see [`crate::scale`]).
+    TrainDataParallel,
 }
 
 /// Tokens each prompt of the `generate-decoder-*` workloads generates.
@@ -110,7 +114,7 @@ pub const NEW_TOKENS: usize = 32;
 
 impl Workload {
     /// Every workload, in reporting order.
-    pub const ALL: [Workload; 24] = [
+    pub const ALL: [Workload; 25] = [
         Workload::TrainLoraXs,
         Workload::TrainLora,
         Workload::TrainVera,
@@ -135,6 +139,7 @@ impl Workload {
         Workload::GenerateDecoderBase,
         Workload::GenerateDecoderLoraXs,
         Workload::ServeLoad,
+        Workload::TrainDataParallel,
     ];
 
     /// The name used on the command line and in reports.
@@ -164,6 +169,7 @@ impl Workload {
             Workload::GenerateDecoderBase => "generate-decoder-base",
             Workload::GenerateDecoderLoraXs => "generate-decoder-lora-xs",
             Workload::ServeLoad => "serve-load",
+            Workload::TrainDataParallel => "train-data-parallel",
         }
     }
 
@@ -186,6 +192,7 @@ impl Workload {
             | Workload::InferCompare
             | Workload::InferBank
             | Workload::ServeLoad
+            | Workload::TrainDataParallel
             | Workload::AdapterSave
             | Workload::AdapterLoad
             | Workload::AdapterLoadStoredFactors
@@ -244,12 +251,12 @@ impl Workload {
 
     /// True for the workloads that read the GLUE data.
     pub fn needs_glue_data(self) -> bool {
-        self.glue_run().is_some()
+        self.glue_run().is_some() || self == Workload::TrainDataParallel
     }
 
     /// True when the PyTorch reference reads inputs [`prepare`] writes.
     pub fn is_prepared(self) -> bool {
-        self.needs_glue_data() || self == Workload::GemmStep
+        self.glue_run().is_some() || self == Workload::GemmStep
     }
 }
 
@@ -412,6 +419,9 @@ pub struct Report {
     /// `serve-load`: adapter loading, memory per adapter, the soak.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serve: Option<crate::serve::ServeStats>,
+    /// `train-data-parallel`: examples/s per peer count, all-reduce costs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<crate::scale::ScaleStats>,
 }
 
 /// One variant of `infer-compare`.
@@ -526,7 +536,7 @@ pub fn token_batch(batch: usize, seq: usize, vocab: usize) -> TokenBatch {
 }
 
 /// Makes every float parameter trainable (full fine-tuning).
-struct TrainAll;
+pub(crate) struct TrainAll;
 
 impl<B: Backend> ModuleMapper<B> for TrainAll {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
@@ -572,6 +582,9 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
     }
     if options.workload == Workload::ServeLoad {
         return crate::serve::run::<B>(options);
+    }
+    if options.workload == Workload::TrainDataParallel {
+        return crate::scale::run::<B>(options, device);
     }
     let model = ModelDir::new(&options.model).map_err(|e| e.to_string())?;
     let vocab = model.config().map_err(|e| e.to_string())?.vocab_size;
@@ -819,6 +832,9 @@ pub fn run<B: loraxs_models::KernelBackend>(options: &Options, device: &B::Devic
         Workload::ServeLoad => {
             return Err("serve-load runs through serve::run".into());
         }
+        Workload::TrainDataParallel => {
+            return Err("train-data-parallel runs through scale::run".into());
+        }
     };
     let mut report = report(options, times, setup, peak);
     report.values = values;
@@ -859,6 +875,7 @@ pub(crate) fn report(options: &Options, times: Vec<f64>, setup: u64, peak: u64) 
         flops: None,
         tokens_per_s: None,
         serve: None,
+        scale: None,
     }
 }
 
