@@ -47,6 +47,16 @@ enum Cmd {
     /// PEFT, transformers and vLLM) or `--to merged` (a Hugging Face model
     /// folder with the update folded into the weights).
     Export(ExportArgs),
+    /// Fetch a model into the cache, as `cargo xtask fetch model NAME` does
+    /// (`minilm`, `smollm2`, `mpnet`, `roberta-base`, … or a Hugging Face
+    /// repo id).
+    Fetch {
+        /// `model`.
+        #[arg(value_parser = ["model"])]
+        what: String,
+        /// The model's name.
+        name: String,
+    },
     /// Run burn's collective orchestrator: the meeting point of the nodes
     /// of a multi-node run (`--nodes`), until interrupted.
     Orchestrator {
@@ -412,6 +422,9 @@ fn main() -> ExitCode {
                 .map_err(|e| loraxs_experiments::ExperimentError::Backend(e.to_string()))
         }
         Cmd::TrainRun(args) => train_run(args),
+        Cmd::Fetch { name, .. } => loraxs_models::fetch::fetch_model(&name)
+            .map(|path| println!("{}", path.display()))
+            .map_err(loraxs_experiments::ExperimentError::from),
         Cmd::Import(args) => loraxs_experiments::import(&args.model, &args.peft, args.rank, &args.out)
             .map(|summary| println!("{summary}")),
     };
