@@ -566,37 +566,18 @@ pub fn train_causal<B: AutodiffBackend>(
         },
     };
     let wall_before = state.wall_seconds;
-    let setup = &options.parallel;
-    let done = if setup.peers() == 1 {
-        engine::run(
-            &job,
-            &plan,
-            model,
-            optims,
-            state,
-            checkpoint.as_deref(),
-            options,
-            device,
-        )?
-    } else {
-        let devices = crate::peer_devices::<B>(device, setup.devices());
-        let replicas = engine::replicas(model, optims, &devices, |copy, device| {
-            let fresh = Optimizers::new(ParamGroups::without_head(copy), config.weight_decay);
-            match &resumed_from {
-                Some(dir) => load_optimizers(fresh, dir, device),
-                None => Ok(fresh),
-            }
-        })?;
-        engine::run_parallel(
-            &job,
-            &plan,
-            replicas,
-            state,
-            checkpoint.as_deref(),
-            options,
-            setup,
-        )?
-    };
+    let done = engine::run_on_peers(
+        &job,
+        &plan,
+        model,
+        optims,
+        state,
+        checkpoint.as_deref(),
+        options,
+        device,
+        resumed_from.as_deref(),
+        |copy| Optimizers::new(ParamGroups::without_head(copy), config.weight_decay),
+    )?;
     let Some((_, state)) = done else {
         return Ok(None);
     };

@@ -186,6 +186,39 @@ where
     Ok(leader.flatten().filter(|_| setup.leads()))
 }
 
+/// [`run`] on one peer, or [`run_parallel`] over the peers
+/// `options.parallel` asks for: devices from `device` on
+/// ([`crate::peer_devices`]), each further replica a copy of `model` with
+/// the optimisers `fresh` makes for it, loaded from the checkpoint in
+/// `resumed_from` when the run resumes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_on_peers<B: AutodiffBackend, J: Job<B> + Sync>(
+    job: &J,
+    plan: &Plan,
+    model: J::Model,
+    optims: Optimizers<B, J::Model>,
+    state: CheckpointState,
+    checkpoint: Option<&Path>,
+    options: &TrainOptions,
+    device: &B::Device,
+    resumed_from: Option<&Path>,
+    fresh: impl Fn(&J::Model) -> Optimizers<B, J::Model>,
+) -> Result<Option<(J::Model, CheckpointState)>, TrainError>
+where
+    Optimizers<B, J::Model>: Checkpointable + Send,
+{
+    let setup = &options.parallel;
+    if setup.peers() == 1 {
+        return run(job, plan, model, optims, state, checkpoint, options, device);
+    }
+    let devices = crate::peer_devices::<B>(device, setup.devices());
+    let replicas = replicas(model, optims, &devices, |copy, device| match resumed_from {
+        Some(dir) => crate::trainer::load_optimizers(fresh(copy), dir, device),
+        None => Ok(fresh(copy)),
+    })?;
+    run_parallel(job, plan, replicas, state, checkpoint, options, setup)
+}
+
 /// One replica per device of `devices`: the first is `model` and `optims`;
 /// the others are copies of `model` on their devices (the same parameter
 /// ids, so their gradients are summed parameter by parameter) with the

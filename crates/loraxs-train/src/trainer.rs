@@ -20,7 +20,7 @@ use loraxs_models::{KernelAutodiffBackend, KernelBackend, ModelDir};
 
 use crate::engine::{self, ADAPTER_FILE, CheckpointState, Job, MicroLoss, Plan, resume_state};
 use crate::optim::{Optimizers, ParamGroups};
-use crate::parallel::{DataParallel, peer_devices};
+use crate::parallel::DataParallel;
 use crate::record::{EpochRecord, Metrics, RunRecord};
 use crate::{LinearSchedule, RunConfig, Schedule, TrainError};
 
@@ -271,37 +271,18 @@ pub fn train<B: KernelAutodiffBackend>(
         dev_sets,
     };
     let wall_before = state.wall_seconds;
-    let setup = &options.parallel;
-    let done = if setup.peers() == 1 {
-        engine::run(
-            &job,
-            &plan,
-            model,
-            optims,
-            state,
-            checkpoint.as_deref(),
-            options,
-            device,
-        )?
-    } else {
-        let devices = peer_devices::<B>(device, setup.devices());
-        let replicas = engine::replicas(model, optims, &devices, |copy, device| {
-            let fresh = optimizers(config, copy);
-            match &resumed_from {
-                Some(dir) => load_optimizers(fresh, dir, device),
-                None => Ok(fresh),
-            }
-        })?;
-        engine::run_parallel(
-            &job,
-            &plan,
-            replicas,
-            state,
-            checkpoint.as_deref(),
-            options,
-            setup,
-        )?
-    };
+    let done = engine::run_on_peers(
+        &job,
+        &plan,
+        model,
+        optims,
+        state,
+        checkpoint.as_deref(),
+        options,
+        device,
+        resumed_from.as_deref(),
+        |copy| optimizers(config, copy),
+    )?;
     let Some((_, state)) = done else {
         return Ok(None);
     };
