@@ -113,38 +113,7 @@ pub(crate) struct Plan {
     pub(crate) label: String,
 }
 
-/// Runs the epochs `state` has not done yet. `Ok(None)` when
-/// `stop_after_epochs` stopped it (a checkpoint is on disk).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run<B: AutodiffBackend, J: Job<B>>(
-    job: &J,
-    plan: &Plan,
-    model: J::Model,
-    optims: Optimizers<B, J::Model>,
-    state: CheckpointState,
-    checkpoint: Option<&Path>,
-    options: &TrainOptions,
-    device: &B::Device,
-) -> Result<Option<(J::Model, CheckpointState)>, TrainError>
-where
-    Optimizers<B, J::Model>: Checkpointable,
-{
-    run_peer(
-        job,
-        plan,
-        Replica {
-            model,
-            optims,
-            device: device.clone(),
-        },
-        state,
-        checkpoint,
-        options,
-        Peer::ALONE,
-    )
-}
-
-/// [`run`] over the replicas of a data-parallel run (`setup`): one
+/// [`run_peer`] over the replicas of a data-parallel run (`setup`): one
 /// thread per replica, registered with burn's collective. Returns the
 /// leader's result; `Ok(None)` also on a follower node (rank > 0), whose
 /// leader holds the model and history. The first peer's own error is
@@ -186,8 +155,9 @@ where
     Ok(leader.flatten().filter(|_| setup.leads()))
 }
 
-/// [`run`] on one peer, or [`run_parallel`] over the peers
-/// `options.parallel` asks for: devices from `device` on
+/// Runs the epochs `state` has not done yet, on one peer or, through
+/// [`run_parallel`], over the peers `options.parallel` asks for. `Ok(None)`
+/// when `stop_after_epochs` stopped it (a checkpoint is on disk). Peers: devices from `device` on
 /// ([`crate::peer_devices`]), each further replica a copy of `model` with
 /// the optimisers `fresh` makes for it, loaded from the checkpoint in
 /// `resumed_from` when the run resumes.
@@ -209,7 +179,12 @@ where
 {
     let setup = &options.parallel;
     if setup.peers() == 1 {
-        return run(job, plan, model, optims, state, checkpoint, options, device);
+        let alone = Replica {
+            model,
+            optims,
+            device: device.clone(),
+        };
+        return run_peer(job, plan, alone, state, checkpoint, options, Peer::ALONE);
     }
     let devices = crate::peer_devices::<B>(device, setup.devices());
     let replicas = replicas(model, optims, &devices, |copy, device| match resumed_from {
