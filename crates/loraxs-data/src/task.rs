@@ -102,6 +102,21 @@ impl GlueTask {
         }
     }
 
+    /// Names of the classes in label order, as the GLUE datasets of the
+    /// Hugging Face hub name them (`negative`, `positive` for SST-2); empty
+    /// for STS-B's regression.
+    pub fn label_names(self) -> &'static [&'static str] {
+        match self {
+            GlueTask::Cola => &["unacceptable", "acceptable"],
+            GlueTask::Sst2 => &["negative", "positive"],
+            GlueTask::Mrpc => &["not_equivalent", "equivalent"],
+            GlueTask::Stsb => &[],
+            GlueTask::Qqp => &["not_duplicate", "duplicate"],
+            GlueTask::Mnli => &["entailment", "neutral", "contradiction"],
+            GlueTask::Qnli | GlueTask::Rte => &["entailment", "not_entailment"],
+        }
+    }
+
     /// Whether the task is scored as regression.
     pub fn is_regression(self) -> bool {
         self == GlueTask::Stsb
@@ -156,5 +171,26 @@ pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
         None => std::env::var_os("LORAXS_DATA_DIR")
             .map(PathBuf::from)
             .ok_or(DataError::NoDataDir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_cover_every_class() {
+        for task in GlueTask::ALL {
+            let names = task.label_names();
+            if task.is_regression() {
+                assert!(names.is_empty(), "{task:?}");
+            } else {
+                assert_eq!(names.len(), task.num_labels(), "{task:?}");
+            }
+        }
+        // Where the files spell the classes out, the names are theirs, in
+        // the same order (class 0 of RTE is `entailment`).
+        assert_eq!(GlueTask::Rte.label_names()[0], "entailment");
+        assert_eq!(GlueTask::Mnli.label_names()[2], "contradiction");
     }
 }

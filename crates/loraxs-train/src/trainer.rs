@@ -158,6 +158,10 @@ impl<B: KernelAutodiffBackend> Job<B> for GlueJob<'_> {
     fn adapter_file(&self, model: &Self::Model) -> Result<AdapterFile, TrainError> {
         let mut file = AdapterFile::from_model(&model.encoder, &self.config.adapter, SaveOptions::default())?;
         model.head.store(&mut file)?;
+        let names = self.config.task.label_names();
+        if !names.is_empty() {
+            file.set_labels(names.iter().map(|n| n.to_string()).collect())?;
+        }
         Ok(file)
     }
 }

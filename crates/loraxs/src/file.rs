@@ -27,6 +27,30 @@ pub const FORMAT: &str = "loraxs-adapter";
 pub const FORMAT_VERSION: u32 = 1;
 /// Prefix of tensors that belong to the task head, not to adapted modules.
 pub const HEAD_PREFIX: &str = "head.";
+/// The head's last layer: one row per output (class, or 1 for regression).
+pub const HEAD_OUTPUT_TENSOR: &str = "head.out_proj.weight";
+
+/// Why `labels` cannot name the outputs of a head with `outputs` rows.
+fn check_labels(labels: &[String], outputs: Option<usize>) -> core::result::Result<(), String> {
+    if labels.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(i) = labels.iter().position(|l| l.trim().is_empty()) {
+        return Err(format!("label {i} is blank"));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if let Some(j) = labels[..i].iter().position(|m| m == l) {
+            return Err(format!("labels {j} and {i} are both `{l}`"));
+        }
+    }
+    match outputs {
+        Some(n) if n != labels.len() => Err(format!(
+            "names {} outputs, but the head (`{HEAD_OUTPUT_TENSOR}`) has {n}",
+            labels.len()
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// A tensor as stored: shape and `f32` values, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +82,11 @@ pub struct AdapterFile {
     pub factors_stored: bool,
     /// Every stored tensor by name.
     pub tensors: BTreeMap<String, StoredTensor>,
+    /// Names of the head's outputs in index order (e.g. `negative`,
+    /// `positive`), when the trainer knew them (metadata `labels`, a JSON
+    /// array; optional). Servers answer with them, exports write them as
+    /// `id2label`.
+    pub labels: Option<Vec<String>>,
 }
 
 impl AdapterFile {
@@ -126,7 +155,28 @@ impl AdapterFile {
             sign_convention: SignConvention::default(),
             factors_stored: store_factors,
             tensors,
+            labels: None,
         })
+    }
+
+    /// Records the names of the head's outputs (see [`AdapterFile::labels`]);
+    /// they must be non-empty, distinct, and as many as the head has
+    /// outputs when a head is stored.
+    pub fn set_labels(&mut self, labels: Vec<String>) -> Result<()> {
+        check_labels(&labels, self.head_outputs()).map_err(|reason| AdapterError::InvalidConfig {
+            field: "labels",
+            reason,
+        })?;
+        self.labels = Some(labels);
+        Ok(())
+    }
+
+    /// Outputs of the stored head (rows of its last layer,
+    /// `head.out_proj.weight`), if a head is stored.
+    pub fn head_outputs(&self) -> Option<usize> {
+        self.tensors
+            .get(HEAD_OUTPUT_TENSOR)
+            .and_then(|t| t.shape.first().copied())
     }
 
     /// Adds a task-head tensor; its name must start with [`HEAD_PREFIX`].
@@ -166,7 +216,7 @@ impl AdapterFile {
 
     /// Serialises to safetensors bytes (little-endian `f32`).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             (
@@ -188,6 +238,16 @@ impl AdapterFile {
                 .to_string(),
             ),
         ]);
+        if let Some(labels) = &self.labels {
+            check_labels(labels, self.head_outputs()).map_err(|reason| AdapterError::InvalidConfig {
+                field: "labels",
+                reason,
+            })?;
+            metadata.insert(
+                "labels".to_string(),
+                serde_json::to_string(labels).expect("strings serialise"),
+            );
+        }
         let memory = || PathBuf::from("<memory>");
         let bytes: Vec<(&String, &StoredTensor, Vec<u8>)> = self
             .tensors
@@ -302,12 +362,25 @@ impl AdapterFile {
                 },
             );
         }
+        let labels = match meta.get("labels") {
+            None => None,
+            Some(text) => {
+                let labels: Vec<String> = serde_json::from_str(text)
+                    .map_err(|e| bad("labels", format!("is not a JSON array of strings: {e}")))?;
+                let outputs = tensors
+                    .get(HEAD_OUTPUT_TENSOR)
+                    .and_then(|t| t.shape.first().copied());
+                check_labels(&labels, outputs).map_err(|reason| bad("labels", reason))?;
+                Some(labels)
+            }
+        };
         Ok(Self {
             config,
             base_fingerprint,
             sign_convention,
             factors_stored,
             tensors,
+            labels,
         })
     }
 

@@ -99,7 +99,10 @@ pub use adapted::AdaptedLinear;
 #[cfg(feature = "burn")]
 pub use bank::AdapterBank;
 #[cfg(feature = "burn")]
-pub use file::{AdapterFile, FORMAT, FORMAT_VERSION, HEAD_PREFIX, SaveOptions, StoredTensor, fingerprint};
+pub use file::{
+    AdapterFile, FORMAT, FORMAT_VERSION, HEAD_OUTPUT_TENSOR, HEAD_PREFIX, SaveOptions, StoredTensor,
+    fingerprint,
+};
 #[cfg(feature = "burn")]
 pub use inject::{
     Adapted, AdapterHost, InjectProgress, InjectionReport, ModuleReport, inject, inject_with_progress,

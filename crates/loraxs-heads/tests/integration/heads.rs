@@ -96,6 +96,7 @@ fn head_round_trips_through_an_adapter_file() {
         sign_convention: SignConvention::default(),
         factors_stored: false,
         tensors: Default::default(),
+        labels: None,
     };
     head.store(&mut file).unwrap();
     assert_eq!(file.tensors["head.dense.weight"].shape, vec![4, 4]);

@@ -144,6 +144,37 @@ fn head_tensors_travel_with_the_adapter() {
         .unwrap();
 }
 
+#[test]
+fn label_names_travel_with_the_head_and_must_match_it() {
+    let config = AdapterConfig::lora_xs(2);
+    let mut file = AdapterFile::from_model(&trained(&config), &config, SaveOptions::default()).unwrap();
+    assert_eq!(file.labels, None);
+    file.insert_head_tensor("head.out_proj.weight", vec![2, 3], vec![0.5; 6])
+        .unwrap();
+    file.set_labels(vec!["negative".into(), "positive".into()])
+        .unwrap();
+    let back = AdapterFile::from_bytes(&file.to_bytes().unwrap(), Path::new("x")).unwrap();
+    assert_eq!(
+        back.labels.as_deref(),
+        Some(&["negative".to_string(), "positive".to_string()][..])
+    );
+    assert_eq!(back.head_outputs(), Some(2));
+    // As many names as outputs, none blank, none repeated.
+    let err = file
+        .set_labels(vec!["a".into(), "b".into(), "c".into()])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid adapter config: `labels` names 3 outputs, but the head (`head.out_proj.weight`) has 2"
+    );
+    assert!(file.set_labels(vec!["a".into(), " ".into()]).is_err());
+    assert!(file.set_labels(vec![]).is_err());
+    // A file whose head changed after the names were set is not written.
+    file.insert_head_tensor("head.out_proj.weight", vec![3, 2], vec![0.5; 6])
+        .unwrap();
+    assert!(file.to_bytes().is_err());
+}
+
 fn saved_file(config: &AdapterConfig) -> AdapterFile {
     AdapterFile::from_model(&trained(config), config, SaveOptions::default()).unwrap()
 }
@@ -303,6 +334,18 @@ fn bad_metadata_names_the_field() {
                 m.remove("base_fingerprint");
             }),
             "m.safetensors: metadata field `base_fingerprint` is missing",
+        ),
+        (
+            Box::new(|m| {
+                m.insert("labels".into(), "[\"yes\", 2]".into());
+            }),
+            "m.safetensors: metadata field `labels` is not a JSON array of strings",
+        ),
+        (
+            Box::new(|m| {
+                m.insert("labels".into(), "[\"yes\", \"yes\"]".into());
+            }),
+            "m.safetensors: metadata field `labels` labels 0 and 1 are both `yes`",
         ),
     ];
     for (edit, message) in cases {
