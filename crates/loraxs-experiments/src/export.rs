@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use loraxs::AdapterFile;
-use loraxs::export::{PeftOptions, to_peft, write_merged_safetensors};
+use loraxs::export::{MergedLayout, PeftOptions, to_peft, write_merged_safetensors_with};
+use loraxs_heads::export::{TransformersHead, transformers_head};
 
 use crate::{ExperimentError, Result};
 
@@ -49,11 +50,14 @@ pub struct ExportRequest {
     /// PEFT: pad the rank to the next rank vLLM serves.
     pub pad_rank: bool,
     /// PEFT: prefix of module names in the class that will load the
-    /// adapter (e.g. `bert.` for `BertForSequenceClassification`).
+    /// adapter (e.g. `bert.` for `BertForSequenceClassification`). With a
+    /// task head it is the head's class's (empty means that one).
     pub module_prefix: String,
-    /// Export an adapter saved with a task head without it (otherwise an
-    /// error: the head is not written yet, and a classifier without its
-    /// head is rarely what is wanted).
+    /// Export an adapter saved with a task head without it: the encoder
+    /// update alone, for the base model's own class. Otherwise the head is
+    /// exported as transformers' `…ForSequenceClassification` head
+    /// ([`loraxs_heads::export`]): under PEFT's `modules_to_save`, or in
+    /// the merged folder's weights and `config.json`.
     pub drop_head: bool,
 }
 
@@ -73,21 +77,35 @@ fn is_decoder(path: &Path) -> Result<bool> {
 pub fn export(request: &ExportRequest) -> Result<String> {
     let device = Default::default();
     let file = AdapterFile::load(&request.adapter)?;
-    let head = file
-        .tensors
-        .keys()
-        .filter(|k| k.starts_with(loraxs::HEAD_PREFIX))
-        .count();
-    if head > 0 && !request.drop_head {
-        return Err(ExperimentError::Results {
-            path: request.adapter.clone(),
-            reason: format!(
-                "the adapter carries a task head ({head} tensors), which export does not write yet \
-                 (PEFT's modules_to_save); pass --drop-head to export the encoder adapter alone"
-            ),
-        });
-    }
+    let has_head = file.head_tensors().next().is_some();
     let decoder = is_decoder(&request.model)?;
+    let head = if has_head && !request.drop_head {
+        if decoder {
+            return Err(ExperimentError::Results {
+                path: request.adapter.clone(),
+                reason: "the adapter carries a task head, and the base is a decoder: heads are \
+                         exported for encoders only; pass --drop-head to export the adapter alone"
+                    .into(),
+            });
+        }
+        let config = loraxs_models::EncoderConfig::load(request.model.join("config.json"))?;
+        let head = transformers_head(&file, config.model_type).map_err(|e| ExperimentError::Results {
+            path: request.adapter.clone(),
+            reason: format!("{e} (pass --drop-head to export the encoder adapter alone)"),
+        })?;
+        if !request.module_prefix.is_empty() && request.module_prefix != head.base_prefix {
+            return Err(ExperimentError::Results {
+                path: request.adapter.clone(),
+                reason: format!(
+                    "--module-prefix `{}`: the task head is exported for {}, whose encoder is `{}`",
+                    request.module_prefix, head.architecture, head.base_prefix
+                ),
+            });
+        }
+        Some(head)
+    } else {
+        None
+    };
     if request.to == ExportFormat::Merged && (decoder && !request.model.join("model.safetensors").is_file()) {
         return Err(ExperimentError::Results {
             path: request.model.clone(),
@@ -101,12 +119,12 @@ pub fn export(request: &ExportRequest) -> Result<String> {
             let dir = loraxs_models::ModelDir::new(&request.model)?;
             let (base, _) = dir.encoder::<B>(&device)?;
             let model = file.apply(base, &request.adapter)?.model;
-            finish(&model, &file, request, to)
+            finish(&model, &file, head.as_ref(), request, to)
         }
         (true, to) => {
             let (base, _, _) = loraxs_models::load_decoder::<B>(&request.model, &device)?;
             let model = file.apply(base, &request.adapter)?.model;
-            finish(&model, &file, request, to)
+            finish(&model, &file, None, request, to)
         }
     }
 }
@@ -114,6 +132,7 @@ pub fn export(request: &ExportRequest) -> Result<String> {
 fn finish<H: loraxs::AdapterHost<B>>(
     model: &H,
     file: &AdapterFile,
+    head: Option<&TransformersHead>,
     request: &ExportRequest,
     to: ExportFormat,
 ) -> Result<String> {
@@ -122,14 +141,23 @@ fn finish<H: loraxs::AdapterHost<B>>(
         ExportFormat::Peft => {
             let options = PeftOptions {
                 pad_rank: request.pad_rank,
-                module_prefix: request.module_prefix.clone(),
+                module_prefix: head.map_or(request.module_prefix.clone(), |h| h.base_prefix.to_string()),
                 base_model: Some(request.model.display().to_string()),
-                task_type: None,
+                task_type: head.map(|_| "SEQ_CLS".to_string()),
             };
-            let peft = to_peft(model, &file.config, &options)?;
+            let mut peft = to_peft(model, &file.config, &options)?;
+            if let Some(head) = head {
+                peft = peft.with_saved_modules(&head.modules_to_save, head.tensors.clone());
+            }
             peft.write(out)?;
+            let load = head.map_or(String::new(), |h| {
+                format!(
+                    "; load it into {}.from_pretrained(base, num_labels={}) — labels {:?}",
+                    h.architecture, h.num_labels, h.labels
+                )
+            });
             Ok(format!(
-                "wrote {} (PEFT LoRA, rank {}, {} tensors)",
+                "wrote {} (PEFT LoRA, rank {}, {} tensors{load})",
                 out.display(),
                 peft.rank,
                 peft.tensors.len()
@@ -144,18 +172,45 @@ fn finish<H: loraxs::AdapterHost<B>>(
                 let name = path.file_name().unwrap_or_default();
                 let skip = name == "model.safetensors"
                     || path.extension().is_some_and(|e| e == "bin" || e == "gguf")
-                    || !path.is_file();
+                    || !path.is_file()
+                    || (head.is_some() && name == "config.json");
                 if !skip {
                     std::fs::copy(&path, out.join(name)).map_err(|e| io(&path, e))?;
                 }
             }
-            let n = write_merged_safetensors(
+            let layout = match head {
+                Some(h) => {
+                    let path = request.model.join("config.json");
+                    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+                    let base: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|e| ExperimentError::Results {
+                            path: path.clone(),
+                            reason: format!("is not JSON: {e}"),
+                        })?;
+                    let config =
+                        serde_json::to_string_pretty(&h.config_json(&base)).expect("JSON serialises");
+                    let target = out.join("config.json");
+                    std::fs::write(&target, config + "\n").map_err(|e| io(&target, e))?;
+                    MergedLayout {
+                        class_prefix: Some(h.base_prefix.to_string()),
+                        // Pre-training heads (BERT's `cls.`, RoBERTa's `lm_head.`).
+                        drop: vec!["cls.".into(), "lm_head.".into()],
+                        extra: h.tensors.clone(),
+                    }
+                }
+                None => MergedLayout::default(),
+            };
+            let n = write_merged_safetensors_with(
                 model,
                 &file.config,
                 &request.model.join("model.safetensors"),
                 &out.join("model.safetensors"),
+                &layout,
             )?;
-            Ok(format!("wrote {} ({n} weights merged)", out.display()))
+            let class = head.map_or(String::new(), |h| {
+                format!(", {} with labels {:?}", h.architecture, h.labels)
+            });
+            Ok(format!("wrote {} ({n} weights merged{class})", out.display()))
         }
     }
 }

@@ -133,11 +133,15 @@ struct ExportArgs {
     #[arg(long)]
     pad_rank: bool,
     /// PEFT: module-name prefix of the class that will load the adapter
-    /// (e.g. `bert.` for BertForSequenceClassification).
+    /// (e.g. `bert.` for BertForSequenceClassification; with a task head,
+    /// the head's class's, set by itself).
     #[arg(long, default_value = "")]
     module_prefix: String,
-    /// Export an adapter saved with a task head without the head (not
-    /// written yet).
+    /// Export an adapter saved with a task head without the head: the
+    /// encoder update alone, for the base model's class. Otherwise the
+    /// head goes with it as transformers' `…ForSequenceClassification`
+    /// head (PEFT `modules_to_save`, or the merged folder's weights and
+    /// config with the label names).
     #[arg(long)]
     drop_head: bool,
 }

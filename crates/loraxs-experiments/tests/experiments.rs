@@ -428,3 +428,209 @@ fn the_math_table_lists_every_planned_row() {
         "{table}"
     );
 }
+
+// ---- Export with a task head (`cargo xtask export` without --drop-head) ----
+
+/// A LoRA-XS adapter of MiniLM (seeded, clearly non-zero `R`, random
+/// factors) with a task
+/// head of `style` and `labels` outputs, larger than a fresh head so that
+/// the logits differ visibly; label names when given.
+fn adapter_with_head(
+    model: &loraxs_models::ModelDir,
+    style: loraxs_heads::HeadStyle,
+    labels: usize,
+    names: Option<Vec<String>>,
+) -> (
+    loraxs_heads::SequenceClassifier<burn::backend::NdArray<f32>>,
+    loraxs::AdapterFile,
+) {
+    type B = burn::backend::NdArray<f32>;
+    let device = Default::default();
+    let (encoder, _) = model.encoder::<B>(&device).unwrap();
+    // Seeded random factors: the same bytes on every CPU, where SVD factors
+    // differ in their last bits between AVX2 and AVX-512 machines (see
+    // loraxs-models' export test).
+    let config = AdapterConfig::lora_xs(16)
+        .with_alpha(8.0)
+        .with_seed(3)
+        .with_factors(Factors::Random)
+        .with_r_init(loraxs::RInit::Gaussian { std: 0.5 });
+    let hidden = encoder.hidden_size();
+    let adapted = loraxs::inject(encoder, &config).unwrap();
+    let mut file = adapted.to_file(loraxs::SaveOptions::default()).unwrap();
+    let mut head_config = loraxs_heads::HeadConfig::new(style, hidden, labels);
+    head_config.seed = 5;
+    let head = head_config.init::<B>(&device);
+    let head = loraxs_heads::Head {
+        out_proj: burn::nn::Linear {
+            weight: head.out_proj.weight.map(|w| w.mul_scalar(25.0)),
+            bias: head.out_proj.bias,
+        },
+        ..head
+    };
+    head.store(&mut file).unwrap();
+    if let Some(names) = names {
+        file.set_labels(names).unwrap();
+    }
+    let classifier = loraxs_heads::SequenceClassifier {
+        encoder: adapted.model,
+        head,
+    };
+    (classifier, file)
+}
+
+#[test]
+fn exports_carry_the_task_head() {
+    use loraxs_experiments::{ExportFormat, ExportRequest, export};
+    use loraxs_heads::HeadStyle;
+    let Some(model) = loraxs_models::testing::test_model() else {
+        return;
+    };
+    let model_dir = loraxs_models::default_model_dir();
+    let names = vec!["negative".to_string(), "positive".to_string()];
+    // The GLUE trainer's RoBERTa-style head (a trained pooler on BERT) with
+    // label names, and a BERT-style head (the base's pooler) without.
+    for (style, labels, names, fixture) in [
+        (
+            HeadStyle::Roberta,
+            2,
+            Some(names.clone()),
+            "minilm_export_head_roberta",
+        ),
+        (HeadStyle::Bert, 3, None, "minilm_export_head_bert"),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let (classifier, file) = adapter_with_head(&model, style, labels, names.clone());
+        let adapter = out.path().join("adapter.safetensors");
+        file.save(&adapter).unwrap();
+        let request = |to, dir: &str| ExportRequest {
+            model: model_dir.clone(),
+            adapter: adapter.clone(),
+            to,
+            out: out.path().join(dir),
+            pad_rank: false,
+            module_prefix: String::new(),
+            drop_head: false,
+        };
+        let said = export(&request(ExportFormat::Peft, "peft")).unwrap();
+        assert!(said.contains("BertForSequenceClassification"), "{said}");
+        export(&request(ExportFormat::Merged, "merged")).unwrap();
+        let peft_dir = out.path().join("peft");
+        let merged_dir = out.path().join("merged");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(peft_dir.join("adapter_config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["task_type"], "SEQ_CLS");
+        let saved = if style == HeadStyle::Roberta {
+            serde_json::json!(["pooler", "classifier"])
+        } else {
+            serde_json::json!(["classifier"])
+        };
+        assert_eq!(config["modules_to_save"], saved);
+
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{fixture}.safetensors"));
+        let record = match std::env::var_os("LORAXS_TORCH_PYTHON") {
+            Some(python) => {
+                let target = if std::env::var_os("LORAXS_UPDATE_FIXTURES").is_some() {
+                    fixture.clone()
+                } else {
+                    out.path().join("record.safetensors")
+                };
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/check_export.py");
+                let status = std::process::Command::new(python)
+                    .arg(script)
+                    .args(["--classify", &labels.to_string()])
+                    .args([&model_dir, &peft_dir, &merged_dir, &target])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "tools/check_export.py --classify failed");
+                target
+            }
+            None => fixture,
+        };
+        let bytes = std::fs::read(&record).unwrap_or_else(|e| panic!("{}: {e}", record.display()));
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        // The record describes the files just written, up to round-off
+        // (else: rerun with LORAXS_TORCH_PYTHON=<python with torch,
+        // transformers, peft> LORAXS_UPDATE_FIXTURES=1).
+        let what = record.display().to_string();
+        loraxs_models::testing::same_tensors(
+            &peft_dir.join("adapter_model.safetensors"),
+            &meta["adapter_checksum"],
+            &what,
+        );
+        loraxs_models::testing::same_tensors(
+            &merged_dir.join("model.safetensors"),
+            &meta["merged_checksum"],
+            &what,
+        );
+        let floats = |name: &str| -> Vec<f32> {
+            st.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let ids = |name: &str| -> Vec<u32> {
+            st.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+                .collect()
+        };
+        let shape = st.tensor("input_ids").unwrap().shape().to_vec();
+        let input_ids = ids("input_ids");
+        let batch = loraxs_models::TokenBatch {
+            batch: shape[0],
+            seq_len: shape[1],
+            token_type_ids: vec![0; input_ids.len()],
+            input_ids,
+            attention_mask: ids("attention_mask"),
+        };
+        let device = Default::default();
+        let ours: Vec<f32> = classifier
+            .forward(classifier.encoder.input(&batch, &device).unwrap())
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap();
+        let max = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert_eq!(ours.len(), 2 * labels);
+        // The exported head is what transformers used: a fresh head gives
+        // other logits.
+        assert!(
+            max(&ours, &floats("fresh_logits")) > 1e-2,
+            "{style:?}: the test head is too small"
+        );
+        // PEFT left the base alone: with the adapter disabled it computes
+        // what the fresh model did (a head written over the base's pooler
+        // instead of kept under modules_to_save would not).
+        let disabled = max(&floats("disabled_logits"), &floats("fresh_logits"));
+        assert!(disabled <= 1e-6, "{style:?}: PEFT's base changed: {disabled}");
+        let peft = max(&ours, &floats("peft_logits"));
+        let merged = max(&ours, &floats("merged_logits"));
+        eprintln!(
+            "{style:?} head: max |Δ logit| loraxs vs PEFT {peft:.2e}, vs the merged folder {merged:.2e}"
+        );
+        assert!(
+            peft <= 1e-4,
+            "{style:?}: loraxs vs PEFT with modules_to_save: {peft}"
+        );
+        assert!(
+            merged <= 1e-4,
+            "{style:?}: loraxs vs the merged classifier folder: {merged}"
+        );
+        assert_eq!(meta["merged_class"], "BertForSequenceClassification");
+        let expected: Vec<String> =
+            names.unwrap_or_else(|| (0..labels).map(|i| format!("LABEL_{i}")).collect());
+        let id2label: serde_json::Value = serde_json::from_str(&meta["merged_id2label"]).unwrap();
+        for (i, name) in expected.iter().enumerate() {
+            assert_eq!(id2label[i.to_string()], *name.as_str());
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! Task heads on top of a [`loraxs_models::Encoder`]: sequence
 //! classification (`num_labels ≥ 2`, cross-entropy) and regression
 //! (`num_labels = 1`, mean squared error, e.g. STS-B). Heads train with the
-//! adapter and are stored in the same adapter file under `head.`.
+//! adapter and are stored in the same adapter file under `head.`;
+//! [`export`] lays a stored head out as transformers'
+//! `…ForSequenceClassification` class for exports.
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -15,6 +17,8 @@
 //! assert_eq!(logits.dims(), [2, 3]);
 //! assert_eq!(head.param_count().head, 8 * 8 + 8 + 8 * 3 + 3);
 //! ```
+
+pub mod export;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -48,6 +52,13 @@ pub enum HeadError {
     /// The adapter file refused a tensor.
     #[error(transparent)]
     Adapter(#[from] AdapterError),
+    /// No transformers class holds this head on this base (see
+    /// [`export`]).
+    #[error("the head cannot be exported: {reason}")]
+    NoTransformersClass {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Which Hugging Face head layout to follow.

@@ -159,6 +159,79 @@ pub fn write_tiny_decoder(dir: &Path, vocab_size: usize, layers: usize, seed: u6
     std::fs::write(dir.join("model.safetensors"), file)
 }
 
+/// A round-off-tolerant fingerprint of every tensor of a safetensors file,
+/// for fixtures that record what another program computed from files
+/// loraxs wrote: per tensor, `[Σ vᵢ·cos(0.7 i), Σ |vᵢ|, √Σ vᵢ²]` in `f64`
+/// (`tools/check_export.py` computes the same). An exact hash would tie
+/// the fixture to one CPU: faer's SVD rounds differently with AVX2 and
+/// AVX-512, so the exported factors differ in their last bits between
+/// machines; anything more than round-off (a scale, a transpose, another
+/// tensor) moves these sums far beyond [`same_tensors`]'s tolerance.
+#[cfg(feature = "burn")]
+pub fn tensor_checksums(path: &Path) -> std::collections::BTreeMap<String, [f64; 3]> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st =
+        safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values: Vec<f64> = match view.dtype() {
+                safetensors::Dtype::F32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                safetensors::Dtype::I64 => view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                other => panic!(
+                    "{}: tensor `{name}` is {other:?}; checksums read F32 and I64",
+                    path.display()
+                ),
+            };
+            let mut sums = [0.0f64; 3];
+            for (i, v) in values.iter().enumerate() {
+                sums[0] += v * (0.7 * i as f64).cos();
+                sums[1] += v.abs();
+                sums[2] += v * v;
+            }
+            sums[2] = sums[2].sqrt();
+            (name, sums)
+        })
+        .collect()
+}
+
+/// Panics unless the tensors of `path` match `recorded` (the JSON object
+/// [`tensor_checksums`] gives, as `tools/check_export.py` writes it) up to
+/// round-off: the same names, each sum within 1e-4 of the tensor's `Σ |v|`.
+#[cfg(feature = "burn")]
+pub fn same_tensors(path: &Path, recorded: &str, what: &str) {
+    let recorded: std::collections::BTreeMap<String, [f64; 3]> =
+        serde_json::from_str(recorded).unwrap_or_else(|e| panic!("{what}: recorded checksums: {e}"));
+    let fresh = tensor_checksums(path);
+    let names = |m: &std::collections::BTreeMap<String, [f64; 3]>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&fresh),
+        names(&recorded),
+        "{what}: other tensors than recorded"
+    );
+    for (name, f) in &fresh {
+        let r = recorded[name];
+        let tolerance = 1e-4 * r[1].max(f[1]) + 1e-9;
+        for k in 0..3 {
+            assert!(
+                (f[k] - r[k]).abs() <= tolerance,
+                "{what}: tensor `{name}` differs from the recorded one beyond round-off \
+                 (sum {k}: {} vs {}); the fixture describes other bytes",
+                f[k],
+                r[k]
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

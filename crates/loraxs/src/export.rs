@@ -55,6 +55,25 @@ pub struct PeftAdapter {
 }
 
 impl PeftAdapter {
+    /// Adds whole modules PEFT keeps beside the LoRA update
+    /// (`modules_to_save`, e.g. a task head): `modules` are the module
+    /// names PEFT matches (`classifier`), `tensors` their weights under the
+    /// names of the class the adapter is loaded into
+    /// (`classifier.weight`), written as `base_model.model.<name>` as PEFT
+    /// saves them.
+    pub fn with_saved_modules(
+        mut self,
+        modules: &[&str],
+        tensors: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+    ) -> Self {
+        for (name, shape, values) in tensors {
+            self.tensors
+                .push((format!("base_model.model.{name}"), shape, values));
+        }
+        self.config["modules_to_save"] = serde_json::json!(modules);
+        self
+    }
+
     /// Writes `adapter_config.json` and `adapter_model.safetensors` into
     /// `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -195,6 +214,22 @@ pub fn to_peft<B: Backend, H: AdapterHost<B>>(
     })
 }
 
+/// How [`write_merged_safetensors_with`] lays out the merged file beyond
+/// the merged weights: for a model class other than the base's (an
+/// encoder checkpoint become `BertForSequenceClassification`).
+#[derive(Debug, Clone, Default)]
+pub struct MergedLayout {
+    /// Prefix every tensor of the original lacks (e.g. `bert.`: a
+    /// `BertModel` checkpoint's `embeddings.…` become `bert.embeddings.…`).
+    pub class_prefix: Option<String>,
+    /// Tensors of the original left out, by the prefix of their name in
+    /// the original, e.g. a pre-training head `cls.`.
+    pub drop: Vec<String>,
+    /// Tensors written as `F32` under their names, replacing a tensor of
+    /// that name (after `class_prefix`) or added (e.g. a task head).
+    pub extra: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
 /// Writes `out`: the Hugging Face weights file `original` with every
 /// adapted module of `model` replaced by its merged weight `W + ΔW` (any
 /// method), in the tensor's own dtype (F32, F16 or BF16); every other
@@ -206,6 +241,18 @@ pub fn write_merged_safetensors<B: Backend, H: AdapterHost<B>>(
     config: &AdapterConfig,
     original: &Path,
     out: &Path,
+) -> Result<usize> {
+    write_merged_safetensors_with(model, config, original, out, &MergedLayout::default())
+}
+
+/// [`write_merged_safetensors`], with the tensors renamed, left out and
+/// added as `layout` says.
+pub fn write_merged_safetensors_with<B: Backend, H: AdapterHost<B>>(
+    model: &H,
+    config: &AdapterConfig,
+    original: &Path,
+    out: &Path,
+    layout: &MergedLayout,
 ) -> Result<usize> {
     let bytes = std::fs::read(original).map_err(|e| AdapterError::Io {
         path: original.to_path_buf(),
@@ -273,19 +320,35 @@ pub fn write_merged_safetensors<B: Backend, H: AdapterHost<B>>(
     if let Some(e) = problem {
         return Err(e);
     }
-    let views = names
+    let renamed = |n: &str| match &layout.class_prefix {
+        Some(p) if !n.starts_with(p.as_str()) => format!("{p}{n}"),
+        _ => n.to_string(),
+    };
+    let extra: Vec<(&String, &Vec<usize>, Vec<u8>)> = layout
+        .extra
         .iter()
-        .map(|n| {
-            let view = st.tensor(n).expect("listed name");
-            let data = merged
-                .iter()
-                .find(|(k, _)| k == n)
-                .map_or(view.data(), |(_, b)| b.as_slice());
-            TensorView::new(view.dtype(), view.shape().to_vec(), data)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| corrupt(original, e))
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .map(|(n, shape, v)| (n, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let mut views = Vec::new();
+    for n in &names {
+        let name = renamed(n);
+        if layout.drop.iter().any(|d| n.starts_with(d.as_str())) || extra.iter().any(|(e, _, _)| **e == name)
+        {
+            continue;
+        }
+        let view = st.tensor(n).expect("listed name");
+        let data = merged
+            .iter()
+            .find(|(k, _)| k == n)
+            .map_or(view.data(), |(_, b)| b.as_slice());
+        let view =
+            TensorView::new(view.dtype(), view.shape().to_vec(), data).map_err(|e| corrupt(original, e))?;
+        views.push((name, view));
+    }
+    for (name, shape, data) in &extra {
+        let view = TensorView::new(Dtype::F32, (*shape).clone(), data).map_err(|e| corrupt(out, e))?;
+        views.push(((*name).clone(), view));
+    }
     let file = safetensors::serialize(views, meta.metadata().clone()).map_err(|e| corrupt(out, e))?;
     std::fs::write(out, file).map_err(|e| AdapterError::Io {
         path: out.to_path_buf(),
