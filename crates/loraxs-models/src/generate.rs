@@ -48,6 +48,9 @@ pub enum FinishReason {
     Stop,
     /// `max_new_tokens` were generated.
     Length,
+    /// The caller stopped the sequence ([`generate_with`]'s callback
+    /// returned `false`: a stop text was seen, a stream was closed).
+    Cancelled,
 }
 
 /// What generation produced, per prompt.
@@ -111,6 +114,22 @@ pub fn generate<B: Backend>(
     config: &GenerationConfig,
     device: &B::Device,
 ) -> Result<Generated> {
+    generate_with(model, prompts, pad_id, config, device, &mut |_, _| true)
+}
+
+/// [`generate`], telling `on_token(prompt, token)` of every token as it is
+/// generated (stop tokens excepted), for streaming. When it returns
+/// `false` that prompt's sequence ends there ([`FinishReason::Cancelled`];
+/// the token is kept) and the others go on; the batch stops when every
+/// sequence has ended.
+pub fn generate_with<B: Backend>(
+    model: &Decoder<B>,
+    prompts: &[Vec<u32>],
+    pad_id: u32,
+    config: &GenerationConfig,
+    device: &B::Device,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
+) -> Result<Generated> {
     if prompts.is_empty() {
         return Ok(Generated {
             tokens: Vec::new(),
@@ -165,6 +184,9 @@ pub fn generate<B: Backend>(
                     finish[b] = Some(FinishReason::Stop);
                 } else {
                     out[b].push(token);
+                    if !on_token(b, token) {
+                        finish[b] = Some(FinishReason::Cancelled);
+                    }
                 }
                 token
             };

@@ -91,7 +91,7 @@ pub use dropout::{FastDropout, dropout_mask, seed_dropout};
 #[cfg(feature = "burn")]
 pub use encoder::{Embeddings, Encoder, EncoderInput, EncoderLayer, EncoderOutput};
 #[cfg(feature = "burn")]
-pub use generate::{FinishReason, Generated, GenerationConfig, generate};
+pub use generate::{FinishReason, Generated, GenerationConfig, generate, generate_with};
 /// The backends the encoder runs on: any burn backend with the fused
 /// kernels of `loraxs-kernels` (Flex, NdArray, CUDA, and `Autodiff` of each).
 #[cfg(feature = "burn")]

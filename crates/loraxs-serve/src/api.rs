@@ -163,6 +163,10 @@ pub enum Classification {
     Label {
         /// Index of the most probable class.
         label: usize,
+        /// Its name, when the adapter file records the head's label names
+        /// (adapters trained by loraxs on GLUE do).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label_name: Option<String>,
         /// Probability of each class.
         probabilities: Vec<f32>,
     },
@@ -275,6 +279,9 @@ pub struct AdapterInfo {
     pub bank_bytes: usize,
     /// Its head: the number of outputs (1: a regressor), or `None`.
     pub head_outputs: Option<usize>,
+    /// The names of the head's outputs, when the file records them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
 /// A file in the adapter folder that is not served, and why.
@@ -362,9 +369,23 @@ pub struct CompletionRequest {
     /// Completions per prompt: only 1.
     #[serde(default)]
     pub n: Option<usize>,
-    /// Streaming: not served.
+    /// Stream the answer as server-sent events, a chunk per token or so,
+    /// ended by `data: [DONE]` (OpenAI's streaming shape).
     #[serde(default)]
     pub stream: Option<bool>,
+    /// With `stream`: `{"include_usage": true}` adds a last chunk with the
+    /// token counts.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// `stream_options` of a completion request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    /// Send the token counts in a last chunk (`choices` empty).
+    #[serde(default)]
+    pub include_usage: bool,
 }
 
 /// One message of a chat.
@@ -408,7 +429,12 @@ pub struct ChatRequest {
     /// Completions per prompt: only 1.
     #[serde(default)]
     pub n: Option<usize>,
-    /// Streaming: not served.
+    /// Stream the answer as server-sent events, a chunk per token or so,
+    /// ended by `data: [DONE]` (OpenAI's streaming shape).
     #[serde(default)]
     pub stream: Option<bool>,
+    /// With `stream`: `{"include_usage": true}` adds a last chunk with the
+    /// token counts.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
 }

@@ -8,13 +8,13 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use loraxs::{AdapterBank, AdapterConfig, TargetModules};
-use loraxs_models::{Decoder, Generated, GenerationConfig, KernelBackend, generate};
-use tokio::sync::oneshot;
+use loraxs_models::{Decoder, Generated, GenerationConfig, KernelBackend, generate_with};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{AdapterList, ApiError, adapter_error};
 use crate::engine::{
@@ -33,7 +33,34 @@ pub(crate) struct GenJob {
     pub prompts: Vec<Vec<u32>>,
     pub config: GenerationConfig,
     pub reply: oneshot::Sender<Result<Generated, ApiError>>,
+    /// Set for a streamed request: where its tokens go as they come.
+    pub stream: Option<TokenStream>,
 }
+
+/// The tokens of a streamed request as the model makes them: `(prompt,
+/// token)` on `tokens`. A prompt whose `stop` flag is set (a stop text was
+/// seen, the client went away), or whose receiver is gone, ends at its
+/// next token (its row idles until the batch ends; a batch whose rows
+/// have all ended stops).
+pub(crate) struct TokenStream {
+    pub tokens: mpsc::UnboundedSender<(usize, u32)>,
+    pub stop: Arc<[AtomicBool]>,
+}
+
+impl TokenStream {
+    /// Passes on `token` of `prompt`; whether that prompt goes on.
+    fn send(&self, prompt: usize, token: u32) -> bool {
+        self.tokens.send((prompt, token)).is_ok() && !self.stop[prompt].load(Ordering::Relaxed)
+    }
+}
+
+/// What one job brings to a batch.
+type Work = (
+    Option<String>,
+    Vec<Vec<u32>>,
+    GenerationConfig,
+    Option<TokenStream>,
+);
 
 pub(crate) struct DecoderEngine<B: KernelBackend> {
     bank: AdapterBank<B, Decoder<B>>,
@@ -190,9 +217,9 @@ impl<B: KernelBackend> DecoderEngine<B> {
     }
 
     fn answer(&self, jobs: Vec<GenJob>) {
-        let (work, replies): (Vec<_>, Vec<_>) = jobs
+        let (work, replies): (Vec<Work>, Vec<_>) = jobs
             .into_iter()
-            .map(|j| ((j.adapter, j.prompts, j.config), j.reply))
+            .map(|j| ((j.adapter, j.prompts, j.config, j.stream), j.reply))
             .unzip();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.generate(&work)));
         match outcome {
@@ -210,16 +237,12 @@ impl<B: KernelBackend> DecoderEngine<B> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn generate(
-        &self,
-        work: &[(Option<String>, Vec<Vec<u32>>, GenerationConfig)],
-    ) -> Vec<Result<Generated, ApiError>> {
+    fn generate(&self, work: &[Work]) -> Vec<Result<Generated, ApiError>> {
         let mut results: Vec<Result<Generated, ApiError>> = Vec::new();
         let mut slots = Vec::new();
         let mut prompts = Vec::new();
         let mut owners = Vec::new();
-        for (j, (adapter, job_prompts, _)) in work.iter().enumerate() {
+        for (j, (adapter, job_prompts, _, _)) in work.iter().enumerate() {
             let slot = match adapter {
                 None => Ok(0),
                 Some(name) => self.bank.slot(name).map_err(|e| adapter_error(&e).param("model")),
@@ -230,10 +253,10 @@ impl<B: KernelBackend> DecoderEngine<B> {
                         tokens: Vec::new(),
                         finish: Vec::new(),
                     }));
-                    for p in job_prompts {
+                    for (k, p) in job_prompts.iter().enumerate() {
                         slots.push(slot);
                         prompts.push(p.clone());
-                        owners.push(j);
+                        owners.push((j, k));
                     }
                 }
                 Err(e) => results.push(Err(e)),
@@ -255,9 +278,23 @@ impl<B: KernelBackend> DecoderEngine<B> {
         distinct.dedup();
         m.batch_adapters
             .fetch_add(distinct.len() as u64, Ordering::Relaxed);
-        match generate(&model, &prompts, self.pad_id, &work[0].2, &self.device) {
+        let mut on_token = |row: usize, token: u32| {
+            m.generated.fetch_add(1, Ordering::Relaxed);
+            let (j, k) = owners[row];
+            work[j].3.as_ref().is_none_or(|s| s.send(k, token))
+        };
+        match generate_with(
+            &model,
+            &prompts,
+            self.pad_id,
+            &work[0].2,
+            &self.device,
+            &mut on_token,
+        ) {
             Ok(generated) => {
-                for ((owner, tokens), finish) in owners.iter().zip(generated.tokens).zip(generated.finish) {
+                for (((owner, _), tokens), finish) in
+                    owners.iter().zip(generated.tokens).zip(generated.finish)
+                {
                     if let Ok(r) = &mut results[*owner] {
                         r.tokens.push(tokens);
                         r.finish.push(finish);
@@ -265,7 +302,7 @@ impl<B: KernelBackend> DecoderEngine<B> {
                 }
             }
             Err(e) => {
-                for owner in owners {
+                for (owner, _) in owners {
                     results[owner] = Err(ApiError::bad_request(e.to_string()));
                 }
             }

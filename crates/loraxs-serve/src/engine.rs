@@ -628,9 +628,7 @@ pub(crate) fn info<B: burn::tensor::backend::Backend, H: loraxs::AdapterHost<B> 
         alpha: file.config.alpha,
         adapter_values: bank.bytes_per_adapter() / std::mem::size_of::<f32>(),
         bank_bytes: bank.bytes_per_adapter(),
-        head_outputs: file
-            .tensors
-            .get(&format!("{HEAD_PREFIX}out_proj.weight"))
-            .and_then(|t| t.shape.first().copied()),
+        head_outputs: file.head_outputs(),
+        labels: file.labels.clone(),
     }
 }

@@ -70,6 +70,7 @@ mod engine;
 pub mod load;
 pub mod metrics;
 mod server;
+mod stream;
 
 pub use decoder::DEFAULT_DECODER_RANK;
 pub use engine::DEFAULT_RANK;

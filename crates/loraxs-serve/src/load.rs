@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// An HTTP response: status and body.
+/// An HTTP response: status and body (a chunked body, such as a stream of
+/// server-sent events, read to its end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     /// The status code.
@@ -25,6 +26,15 @@ impl HttpResponse {
     /// The body parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The `data:` fields of a body of server-sent events, in order.
+    pub fn events(&self) -> Vec<String> {
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d).to_string())
+            .collect()
     }
 }
 
@@ -121,6 +131,7 @@ impl Client {
                 )
             })?;
         let mut length = 0usize;
+        let mut chunked = false;
         let mut close = false;
         loop {
             line.clear();
@@ -133,13 +144,46 @@ impl Client {
                 let value = value.trim();
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("transfer-encoding")
+                    && value.eq_ignore_ascii_case("chunked")
+                {
+                    chunked = true;
                 } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
                     close = true;
                 }
             }
         }
-        let mut bytes = vec![0; length];
-        stream.read_exact(&mut bytes).await?;
+        let bytes = if chunked {
+            // A streamed body (server-sent events): chunks until the empty one.
+            let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+            let mut bytes = Vec::new();
+            loop {
+                line.clear();
+                stream.read_line(&mut line).await?;
+                let size = line.trim_end().split(';').next().unwrap_or("");
+                let size =
+                    usize::from_str_radix(size, 16).map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+                if size == 0 {
+                    // Trailers, then the empty line.
+                    loop {
+                        line.clear();
+                        if stream.read_line(&mut line).await? == 0 || line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    break bytes;
+                }
+                let start = bytes.len();
+                bytes.resize(start + size, 0);
+                stream.read_exact(&mut bytes[start..]).await?;
+                line.clear();
+                stream.read_line(&mut line).await?;
+            }
+        } else {
+            let mut bytes = vec![0; length];
+            stream.read_exact(&mut bytes).await?;
+            bytes
+        };
         if close {
             self.stream = None;
         }

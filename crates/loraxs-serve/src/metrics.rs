@@ -35,6 +35,8 @@ pub struct Metrics {
     pub rows: AtomicU64,
     /// Tokens the model ran, padding excluded.
     pub tokens: AtomicU64,
+    /// Tokens a decoder generated (stop tokens excluded).
+    pub generated: AtomicU64,
     /// Distinct adapters summed over batches (divide by `batches` for the
     /// mean number of adapters mixed in one batch).
     pub batch_adapters: AtomicU64,
@@ -116,6 +118,11 @@ impl Metrics {
                 "loraxs_tokens_total",
                 "Tokens the model ran, padding excluded.",
                 &self.tokens,
+            ),
+            (
+                "loraxs_generated_tokens_total",
+                "Tokens a decoder generated.",
+                &self.generated,
             ),
             (
                 "loraxs_batch_adapters_total",

@@ -422,6 +422,16 @@ impl Shared {
         Ok(())
     }
 
+    /// The label names of adapter `name`, if it is loaded and has them.
+    fn label_names(&self, name: &str) -> Option<Vec<String>> {
+        let registry = self.registry.read().unwrap();
+        registry
+            .adapters
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.labels.clone())
+    }
+
     fn known(&self, name: &str, field: &str) -> Result<(), ApiError> {
         let registry = self.registry.read().unwrap();
         if registry.adapters.iter().any(|a| a.name == name) {
@@ -465,6 +475,7 @@ async fn classify(
     }
     let sequences = shared.tokenize(&texts, request.truncate, "inputs")?;
     let tokens: usize = sequences.iter().map(|s| s.ids.len()).sum();
+    let names = shared.label_names(&request.adapter);
     let logits = shared
         .submit(JobKind::Classify, Some(request.adapter.clone()), sequences)
         .await?;
@@ -483,7 +494,12 @@ async fn classify(
                         |best, (i, &p)| if p > best.1 { (i, p) } else { best },
                     )
                     .0;
-                Classification::Label { label, probabilities }
+                let label_name = names.as_ref().and_then(|n| n.get(label).cloned());
+                Classification::Label {
+                    label,
+                    label_name,
+                    probabilities,
+                }
             }
         })
         .collect();
@@ -676,14 +692,17 @@ fn settings(
     seed: Option<u64>,
     stop: Option<&OneOrMany>,
     n: Option<usize>,
-    stream: Option<bool>,
+    stream: (Option<bool>, Option<StreamOptions>),
     stop_ids: &[u32],
 ) -> Result<Settings, ApiError> {
     if n.is_some_and(|n| n != 1) {
         return Err(ApiError::bad_request("only n = 1 is served").param("n"));
     }
-    if stream == Some(true) {
-        return Err(ApiError::bad_request("streaming is not served; send \"stream\": false").param("stream"));
+    if stream.1.is_some() && stream.0 != Some(true) {
+        return Err(
+            ApiError::bad_request("stream_options is only allowed with \"stream\": true")
+                .param("stream_options"),
+        );
     }
     let max_new_tokens = max_tokens.unwrap_or(16);
     if max_new_tokens == 0 {
@@ -729,16 +748,8 @@ impl Shared {
         }
     }
 
-    /// Generates for `prompts` (tokenised) through `adapter`; the texts,
-    /// finish reasons and token counts.
-    async fn generate(
-        &self,
-        adapter: Option<String>,
-        prompts: Vec<Vec<u32>>,
-        settings: Settings,
-        field: &str,
-    ) -> Result<Vec<(String, &'static str, usize)>, ApiError> {
-        let tokenizer = self.decoder()?;
+    /// 400 for an empty prompt, 413 for one over the context or too many.
+    fn check_prompts(&self, prompts: &[Vec<u32>], settings: &Settings, field: &str) -> Result<(), ApiError> {
         let context = self.registry.read().unwrap().base.max_tokens;
         for (i, p) in prompts.iter().enumerate() {
             if p.is_empty() {
@@ -763,12 +774,27 @@ impl Shared {
             ))
             .param(field));
         }
+        Ok(())
+    }
+
+    /// Generates for `prompts` (tokenised) through `adapter`; the texts,
+    /// finish reasons and token counts.
+    async fn generate(
+        &self,
+        adapter: Option<String>,
+        prompts: Vec<Vec<u32>>,
+        settings: Settings,
+        field: &str,
+    ) -> Result<Vec<(String, &'static str, usize)>, ApiError> {
+        let tokenizer = self.decoder()?;
+        self.check_prompts(&prompts, &settings, field)?;
         let (reply, answer) = oneshot::channel();
         let job = GenJob {
             adapter,
             prompts,
             config: settings.config,
             reply,
+            stream: None,
         };
         self.enqueue(Msg::Generate(job))?;
         let generated = answer
@@ -779,10 +805,7 @@ impl Shared {
             let mut text = tokenizer
                 .decode(tokens, true)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            let mut reason = match finish {
-                loraxs_models::FinishReason::Stop => "stop",
-                loraxs_models::FinishReason::Length => "length",
-            };
+            let mut reason = crate::stream::finish_reason(*finish, false);
             // Stop texts: cut at the first one (generation ran on; its
             // tokens are not answered).
             if let Some(cut) = settings.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
@@ -792,6 +815,49 @@ impl Shared {
             out.push((text, reason, tokens.len()));
         }
         Ok(out)
+    }
+
+    /// Queues `prompts` as a streamed job and answers with its events
+    /// (see [`crate::stream`]).
+    fn stream(
+        self: &Arc<Self>,
+        adapter: Option<String>,
+        prompts: Vec<Vec<u32>>,
+        settings: Settings,
+        field: &str,
+        kind: crate::stream::Kind,
+        include_usage: bool,
+    ) -> Result<Response, ApiError> {
+        self.decoder()?;
+        self.check_prompts(&prompts, &settings, field)?;
+        let prompt_tokens = prompts.iter().map(Vec::len).sum();
+        let (tokens, receiver, stop) = crate::stream::token_stream(prompts.len());
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Msg::Generate(GenJob {
+            adapter: adapter.clone(),
+            prompts,
+            config: settings.config,
+            reply,
+            stream: Some(tokens),
+        }))?;
+        let spec = crate::stream::StreamSpec {
+            id: self.completion_id(match kind {
+                crate::stream::Kind::Completion => "cmpl",
+                crate::stream::Kind::Chat => "chatcmpl",
+            }),
+            created: created(),
+            model: adapter.unwrap_or_else(|| BASE_NAME.into()),
+            kind,
+            stop: settings.stop,
+            prompt_tokens,
+            include_usage,
+        };
+        let shared = Arc::clone(self);
+        let decode = move |tokens: &[u32]| -> Result<String, String> {
+            let tokenizer = shared.decoder().map_err(|e| e.message)?;
+            tokenizer.decode(tokens, true).map_err(|e| e.to_string())
+        };
+        Ok(crate::stream::respond(spec, decode, receiver, stop, answer))
     }
 
     fn completion_id(&self, prefix: &str) -> String {
@@ -808,7 +874,7 @@ fn created() -> u64 {
 async fn completions(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: CompletionRequest = parse(body)?;
     let tokenizer = shared.decoder()?;
     let adapter = shared.adapter_of(request.model.as_deref())?;
@@ -819,7 +885,7 @@ async fn completions(
         request.seed,
         request.stop.as_ref(),
         request.n,
-        request.stream,
+        (request.stream, request.stream_options),
         tokenizer.stop_ids(),
     )?;
     let texts = request.prompt.texts();
@@ -834,6 +900,17 @@ async fn completions(
                 .map_err(|e| ApiError::bad_request(e.to_string()).param("prompt"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if request.stream == Some(true) {
+        let usage = request.stream_options.is_some_and(|o| o.include_usage);
+        return shared.stream(
+            adapter,
+            prompts,
+            settings,
+            "prompt",
+            crate::stream::Kind::Completion,
+            usage,
+        );
+    }
     let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
     let outputs = shared
         .generate(adapter.clone(), prompts, settings, "prompt")
@@ -852,13 +929,14 @@ async fn completions(
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
-    })))
+    }))
+    .into_response())
 }
 
 async fn chat_completions(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: ChatRequest = parse(body)?;
     let tokenizer = shared.decoder()?;
     let adapter = shared.adapter_of(request.model.as_deref())?;
@@ -888,7 +966,7 @@ async fn chat_completions(
         request.seed,
         request.stop.as_ref(),
         request.n,
-        request.stream,
+        (request.stream, request.stream_options),
         tokenizer.stop_ids(),
     )?;
     let messages: Vec<loraxs_tokenizer::ChatMessage> = request
@@ -902,6 +980,17 @@ async fn chat_completions(
     let prompt = tokenizer
         .encode(&text)
         .map_err(|e| ApiError::bad_request(e.to_string()).param("messages"))?;
+    if request.stream == Some(true) {
+        let usage = request.stream_options.is_some_and(|o| o.include_usage);
+        return shared.stream(
+            adapter,
+            vec![prompt],
+            settings,
+            "messages",
+            crate::stream::Kind::Chat,
+            usage,
+        );
+    }
     let prompt_tokens = prompt.len();
     let outputs = shared
         .generate(adapter.clone(), vec![prompt], settings, "messages")
@@ -922,5 +1011,6 @@ async fn chat_completions(
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
-    })))
+    }))
+    .into_response())
 }

@@ -217,6 +217,21 @@ fn smollm2_greedy_generation_matches_transformers_cached_or_not() {
     // One prompt alone gives what it gave in the padded batch.
     let alone = loraxs_models::generate(&model, &prompts[1..2], 2, &config, &device).unwrap();
     assert_eq!(alone.tokens[0], cached.tokens[1]);
+    // Streaming: the callback sees every token in order; stopping prompt 0
+    // after 3 tokens ends it there and leaves the others as they were.
+    let mut seen = vec![Vec::new(); prompts.len()];
+    let streamed = loraxs_models::generate_with(&model, &prompts, 2, &config, &device, &mut |b, t| {
+        seen[b].push(t);
+        b != 0 || seen[0].len() < 3
+    })
+    .unwrap();
+    assert_eq!(seen[0], cached.tokens[0][..3]);
+    assert_eq!(streamed.tokens[0], cached.tokens[0][..3]);
+    assert_eq!(streamed.finish[0], loraxs_models::FinishReason::Cancelled);
+    for (b, tokens) in seen.iter().enumerate().skip(1) {
+        assert_eq!(*tokens, cached.tokens[b], "prompt {b}: streamed tokens");
+        assert_eq!(streamed.tokens[b], cached.tokens[b]);
+    }
 }
 
 #[test]

@@ -236,9 +236,15 @@ async fn completions_route_each_request_through_its_adapter() {
         ("/v1/completions", json!({"prompt": prompt, "n": 2}), 400, "n"),
         (
             "/v1/completions",
-            json!({"prompt": prompt, "stream": true}),
+            json!({"prompt": prompt, "stream_options": {"include_usage": true}}),
             400,
-            "stream",
+            "stream_options",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": prompt, "stream": true, "stream_options": {"usage": true}}),
+            400,
+            "",
         ),
         (
             "/v1/completions",
@@ -285,6 +291,205 @@ async fn completions_route_each_request_through_its_adapter() {
         }
     }
     let r = client.request("GET", "/health", None).await.unwrap();
+    assert_eq!(r.status, 200);
+
+    stop.send(()).unwrap();
+    done.await.unwrap().unwrap();
+}
+
+/// The chunks of a streamed answer (`data: [DONE]` last, checked) and,
+/// per choice, the joined text and the finish reason.
+fn streamed(
+    r: &loraxs_serve::load::HttpResponse,
+    chat: bool,
+) -> (Vec<serde_json::Value>, Vec<(String, String)>) {
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events = r.events();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{}", r.body);
+    let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("not JSON: {e}")))
+        .collect();
+    let mut choices: Vec<(String, String)> = Vec::new();
+    for c in &chunks {
+        assert_eq!(c["id"], chunks[0]["id"]);
+        assert_eq!(
+            c["object"],
+            if chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            }
+        );
+        for choice in c["choices"].as_array().unwrap() {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            if choices.len() <= i {
+                choices.resize(i + 1, Default::default());
+            }
+            assert!(choices[i].1.is_empty(), "a chunk after the finish: {c}");
+            let text = if chat {
+                &choice["delta"]["content"]
+            } else {
+                &choice["text"]
+            };
+            choices[i].0.push_str(text.as_str().unwrap_or(""));
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                choices[i].1 = reason.to_string();
+            }
+        }
+    }
+    (chunks, choices)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_are_the_unstreamed_ones_in_pieces() {
+    let Some((model, adapters)) = setup() else { return };
+    let (addr, stop, done) = start(model.path(), adapters.path()).await;
+    let mut client = Client::new(addr).unwrap();
+    let prompts = [
+        "Natalia sold clips to 48 of her friends",
+        "Weng earns $12 an hour",
+    ];
+    let ask = |extra: serde_json::Value| {
+        let mut body = json!({"model": "a", "prompt": prompts, "max_tokens": 12, "temperature": 0});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body.to_string()
+    };
+    let plain = client
+        .request("POST", "/v1/completions", Some(&ask(json!({}))))
+        .await
+        .unwrap()
+        .json();
+    let r = client
+        .request(
+            "POST",
+            "/v1/completions",
+            Some(&ask(
+                json!({"stream": true, "stream_options": {"include_usage": true}}),
+            )),
+        )
+        .await
+        .unwrap();
+    let (chunks, choices) = streamed(&r, false);
+    assert!(chunks.len() > 4, "one chunk per token or so: {}", r.body);
+    for (i, (text, reason)) in choices.iter().enumerate() {
+        assert_eq!(*text, plain["choices"][i]["text"], "prompt {i}");
+        assert_eq!(*reason, plain["choices"][i]["finish_reason"], "prompt {i}");
+    }
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(*usage, plain["usage"], "the usage chunk");
+
+    // A stop text: the pieces stop before it, as the whole answer does,
+    // and it never shows in a piece.
+    let text = plain["choices"][0]["text"].as_str().unwrap().to_string();
+    let word = text.split_whitespace().nth(1).map(str::to_string);
+    if let Some(word) = word {
+        let stop_body = json!({"stop": [word.clone()]});
+        let cut = client
+            .request("POST", "/v1/completions", Some(&ask(stop_body.clone())))
+            .await
+            .unwrap()
+            .json();
+        let mut streamed_body = stop_body;
+        streamed_body["stream"] = json!(true);
+        let r = client
+            .request("POST", "/v1/completions", Some(&ask(streamed_body)))
+            .await
+            .unwrap();
+        let (_, choices) = streamed(&r, false);
+        assert_eq!(choices[0].0, cut["choices"][0]["text"], "stop text {word:?}");
+        assert_eq!(choices[0].1, "stop");
+        assert!(!choices[0].0.contains(&word));
+    }
+
+    // Chat: a first chunk with the role, then the content in pieces.
+    let chat = |stream: bool| {
+        json!({"model": "b", "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+               "max_tokens": 8, "temperature": 0, "stream": stream})
+        .to_string()
+    };
+    let whole = client
+        .request("POST", "/v1/chat/completions", Some(&chat(false)))
+        .await
+        .unwrap()
+        .json();
+    let r = client
+        .request("POST", "/v1/chat/completions", Some(&chat(true)))
+        .await
+        .unwrap();
+    let (chunks, choices) = streamed(&r, true);
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(choices[0].0, whole["choices"][0]["message"]["content"]);
+    assert_eq!(choices[0].1, whole["choices"][0]["finish_reason"]);
+
+    // A client that goes away ends its generation early; the server serves on.
+    let counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let generated = move || async move {
+        let m = Client::new(addr)
+            .unwrap()
+            .request("GET", "/metrics", None)
+            .await
+            .unwrap()
+            .body;
+        counter(&m, "loraxs_generated_tokens_total")
+    };
+    let long = json!({"model": "a", "prompt": prompts[0], "max_tokens": 400, "temperature": 0});
+    // Unabandoned, this request runs to its limit.
+    let full = client
+        .request("POST", "/v1/completions", Some(&long.to_string()))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(full["usage"]["completion_tokens"], 400, "{full}");
+    let before = generated().await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut body = long.clone();
+        body["stream"] = json!(true);
+        let body = body.to_string();
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(body.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("data:") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the first event");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    } // dropped: the connection closes
+    // Wait until generation has stopped (the counter holds still).
+    let mut last = generated().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = generated().await;
+        if now == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "generation never stopped");
+        last = now;
+    }
+    let spent = last - before;
+    eprintln!("tokens generated for the abandoned stream: {spent} of 400");
+    assert!(spent < 400, "the abandoned stream generated all {spent} tokens");
+    let r = client
+        .request("POST", "/v1/completions", Some(&ask(json!({}))))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
 
     stop.send(()).unwrap();

@@ -62,11 +62,14 @@ fn make_adapter(model: &Path, config: &AdapterConfig, head: Option<(HeadStyle, u
     file
 }
 
-/// An adapter folder: `pos` (2 classes, RoBERTa head), `nli` (3 classes,
-/// BERT head), `sim` (a regressor), `plain` (no head).
+/// Label names of the `nli` test adapter.
+const NLI_LABELS: [&str; 3] = ["entailment", "neutral", "contradiction"];
+
+/// An adapter folder: `pos` (2 classes, RoBERTa head), `nli` (3 named
+/// classes, BERT head), `sim` (a regressor), `plain` (no head).
 fn adapter_dir(dir: &Path) -> Vec<(&'static str, AdapterFile)> {
     let model = tiny();
-    let adapters = vec![
+    let mut adapters = vec![
         (
             "pos",
             make_adapter(&model, &xs_config(1, 16.0), Some((HeadStyle::Roberta, 2))),
@@ -81,6 +84,10 @@ fn adapter_dir(dir: &Path) -> Vec<(&'static str, AdapterFile)> {
         ),
         ("plain", make_adapter(&model, &xs_config(4, 16.0), None)),
     ];
+    adapters[1]
+        .1
+        .set_labels(NLI_LABELS.map(String::from).to_vec())
+        .unwrap();
     for (name, file) in &adapters {
         file.save(dir.join(format!("{name}.safetensors"))).unwrap();
     }
@@ -277,6 +284,12 @@ async fn every_row_of_a_mixed_batch_equals_its_adapter_alone() {
                 assert!(max_diff(&p, &softmax(logits)) < 1e-5, "{name} row {i}");
                 let argmax = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
                 assert_eq!(result["label"].as_u64().unwrap() as usize, argmax);
+                // Named classes are answered by name too; unnamed ones are not.
+                if name == "nli" {
+                    assert_eq!(result["label_name"], NLI_LABELS[argmax], "{result}");
+                } else {
+                    assert!(result.get("label_name").is_none(), "{result}");
+                }
             }
         }
         assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
@@ -338,6 +351,8 @@ async fn bad_requests_get_the_right_status_and_the_server_serves_on() {
     assert_eq!(names, ["nli", "plain", "pos", "sim"]);
     assert_eq!(list["base"]["rank"], RANK);
     assert_eq!(list["adapters"][0]["adapter_values"], 8 * RANK * RANK); // 2 layers × 4 modules
+    assert_eq!(list["adapters"][0]["labels"], json!(NLI_LABELS));
+    assert!(list["adapters"][2].get("labels").is_none());
     let not_loaded = list["not_loaded"].to_string();
     for (file, why) in [
         ("rank2", "rank"),
