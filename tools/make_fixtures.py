@@ -19,6 +19,9 @@ Usage (torch, transformers and safetensors from PyPI):
     python tools/make_fixtures.py gemma-tiny         (a random tiny Gemma and its logits)
     python tools/make_fixtures.py bert-tiny          (a random tiny BERT + word-level tokenizer
                                                       for loraxs-serve's fast tests)
+    python tools/make_fixtures.py spm-tiny TEXT_FILE  (a SentencePiece BPE vocabulary trained on
+                                                      TEXT_FILE, written as a Llama GGUF; needs
+                                                      `sentencepiece` and `gguf`)
 where MODEL_DIR holds config.json, model.safetensors and tokenizer.json
 (e.g. datasets/cache/models/all-MiniLM-L6-v2 after `cargo xtask fetch model minilm`).
 """
@@ -50,6 +53,9 @@ def main() -> None:
         return
     if sys.argv[1] == "bert-tiny":
         bert_tiny()
+        return
+    if sys.argv[1] == "spm-tiny":
+        spm_tiny(pathlib.Path(sys.argv[2]))
         return
     model_dir = pathlib.Path(sys.argv[1])
     out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
@@ -367,6 +373,124 @@ def bert_tiny() -> None:
     for extra in ["generation_config.json"]:
         (out / extra).unlink(missing_ok=True)
     print(f"wrote {out}")
+
+
+SPM_TEXTS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "  two leading spaces,   three inside, and a tab\there.",
+    "Line one\nLine two\n\nLine four",
+    "Unseen: zebra-quokka 1234567 \u00e9t\u00e9 na\u00efve \u4e2d\u6587 \U0001f600 \u00d7 \u2248",
+    "<s>[INST] What is 12 + 30? [/INST] 12 + 30 = 42.</s>",
+    "",
+    " ",
+]
+# Llama-2's chat template (as in its tokenizer_config.json), shortened to
+# the parts the test renders.
+LLAMA2_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def spm_tiny(text_file: pathlib.Path) -> None:
+    """A Llama-style SentencePiece vocabulary and its GGUF: what a Llama-2
+    or Mistral GGUF carries (`tokenizer.ggml.model` = `llama`: pieces,
+    scores, token types, no merges), without the model. SentencePiece BPE
+    is trained on TEXT_FILE with Llama's settings (byte fallback, split
+    digits, dummy prefix, no normalisation, ids 0/1/2 = <unk>/<s>/</s>);
+    the GGUF is written as llama.cpp's converter writes the vocabulary
+    (token types 1 normal, 2 unknown, 3 control, 6 byte). The fixture holds
+    the ids transformers' GGUF tokenizer conversion gives SPM_TEXTS, the ids
+    SentencePiece itself gives, and the decoded texts. No real Llama GGUF
+    is reachable from these machines; the vocabulary format is what is
+    checked."""
+    import gguf
+    import sentencepiece as spm
+    import transformers
+    from transformers import AutoTokenizer
+
+    out = pathlib.Path(__file__).resolve().parent.parent / "crates/loraxs-models/tests/fixtures"
+    folder = out / "spm_tiny"
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = folder / "spm"
+    spm.SentencePieceTrainer.train(
+        input=str(text_file), model_prefix=str(prefix), model_type="bpe", vocab_size=600,
+        byte_fallback=True, split_digits=True, add_dummy_prefix=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2,
+        pad_id=-1, character_coverage=0.9995, input_sentence_size=20000, shuffle_input_sentence=False,
+        num_threads=1, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(prefix) + ".model")
+    tokens, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        tokens.append(sp.id_to_piece(i))
+        scores.append(sp.get_score(i))
+        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 5 if sp.is_unused(i)
+                     else 6 if sp.is_byte(i) else 1)
+    path = folder / "spm-tiny.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_chat_template(LLAMA2_TEMPLATE)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    for extra in [".vocab", ".model"]:
+        pathlib.Path(str(prefix) + extra).unlink(missing_ok=True)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=path.name)
+    hf = [tok(t, add_special_tokens=False).input_ids for t in SPM_TEXTS]
+    hf_bos = [tok(t).input_ids for t in SPM_TEXTS]
+    # SentencePiece with special tokens parsed as llama.cpp does: the text
+    # split at `<s>`/`</s>`, each other piece encoded on its own (with its
+    # dummy prefix, as Meta's Llama-2 chat code encodes `[INST]` turns).
+    import re
+
+    def reference(text):
+        ids = []
+        for piece in re.split(r"(<s>|</s>)", text):
+            if piece in ("<s>", "</s>"):
+                ids.append(sp.piece_to_id(piece))
+            elif piece:
+                ids.extend(sp.encode(piece))
+        return ids
+
+    ref = [reference(t) for t in SPM_TEXTS]
+    decoded = [tok.decode(i) for i in hf]
+    chat = [{"role": "user", "content": "What is 12 + 30?"}, {"role": "assistant", "content": "42."}]
+    fixture = {
+        "texts": SPM_TEXTS,
+        "transformers_ids": hf,
+        "transformers_ids_with_bos": hf_bos,
+        "sentencepiece_ids": ref,
+        "transformers_decoded": decoded,
+        "sentencepiece_decoded": [sp.decode(i) for i in ref],
+        "chat": chat,
+        "chat_rendered": tok.apply_chat_template(chat, tokenize=False),
+        "transformers": transformers.__version__,
+        "sentencepiece": spm.__version__,
+        "gguf": gguf.__version__ if hasattr(gguf, "__version__") else "",
+    }
+    (folder / "expected.json").write_text(json.dumps(fixture, indent=1, ensure_ascii=False) + "\n")
+    for a, b, t in zip(hf, ref, SPM_TEXTS):
+        if a != b:
+            print(f"transformers and sentencepiece differ on {t!r}:\n  {a}\n  {b}")
+    print(f"wrote {path} ({path.stat().st_size} bytes) and {folder / 'expected.json'}")
 
 
 if __name__ == "__main__":

@@ -11,23 +11,40 @@ use serde_json::{Value, json};
 use crate::gguf::GgufFile;
 use crate::{ModelError, Result};
 
-/// The `tokenizer.json` of a GGUF byte-level BPE vocabulary
-/// (`tokenizer.ggml.model` = `gpt2`), as transformers converts it: the
-/// vocabulary and merges, byte-level pre-tokenisation and decoding, control
-/// and user-defined tokens as added tokens (control ones special).
+/// The `tokenizer.json` of a GGUF vocabulary, as Hugging Face tokenizers
+/// write these vocabularies:
+/// - `tokenizer.ggml.model` = `gpt2` (byte-level BPE: SmolLM2, Llama 3,
+///   Qwen): the vocabulary and merges, byte-level pre-tokenisation and
+///   decoding, as transformers converts it;
+/// - `llama` (SentencePiece BPE: Llama 1/2, Mistral, Mixtral): the pieces
+///   with merges from the metadata or, as these files usually carry none,
+///   derived from the pieces' scores (a pair merges into its piece, the
+///   higher-scored piece first — SentencePiece's BPE rule); byte fallback
+///   to `<0xNN>` pieces; a `▁` prepended to each text segment and spaces
+///   written `▁`, as Llama-2's own `tokenizer.json` does (so ids equal
+///   SentencePiece's and llama.cpp's, also for text that starts with a
+///   space or follows a special token, where transformers' GGUF conversion
+///   leaves the prefix out).
+///
+/// Unknown, control and user-defined tokens become added tokens (all but
+/// user-defined ones special).
 pub fn gguf_tokenizer_json(file: &GgufFile) -> Result<String> {
     let model = file.require_str("tokenizer.ggml.model")?;
-    if model != "gpt2" {
-        return Err(ModelError::Gguf {
-            path: file.path().into(),
-            reason: format!(
-                "metadata `tokenizer.ggml.model` is `{model}`: only byte-level BPE (`gpt2`) vocabularies are \
-                 built from GGUF; put the model's tokenizer.json beside the .gguf file"
-            ),
-        });
-    }
+    let spm = match model {
+        "gpt2" => false,
+        "llama" => true,
+        other => {
+            return Err(ModelError::Gguf {
+                path: file.path().into(),
+                reason: format!(
+                    "metadata `tokenizer.ggml.model` is `{other}`: vocabularies `gpt2` (byte-level BPE) and \
+                     `llama` (SentencePiece BPE) are built from GGUF; put the model's tokenizer.json beside \
+                     the .gguf file"
+                ),
+            });
+        }
+    };
     let tokens = file.require_strings("tokenizer.ggml.tokens")?;
-    let merges = file.require_strings("tokenizer.ggml.merges")?;
     let types: Vec<u64> = match file.get("tokenizer.ggml.token_type") {
         None => vec![1; tokens.len()],
         Some(v) => v
@@ -42,6 +59,14 @@ pub fn gguf_tokenizer_json(file: &GgufFile) -> Result<String> {
                 ),
             })?,
     };
+    let merges: Vec<Value> = match (file.get("tokenizer.ggml.merges"), spm) {
+        (Some(_), _) | (None, false) => file
+            .require_strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| json!(m))
+            .collect(),
+        (None, true) => spm_merges(&tokens, &spm_scores(file, tokens.len())?),
+    };
     let vocab: serde_json::Map<String, Value> = tokens
         .iter()
         .enumerate()
@@ -52,30 +77,114 @@ pub fn gguf_tokenizer_json(file: &GgufFile) -> Result<String> {
     let added: Vec<Value> = types
         .iter()
         .enumerate()
-        .filter(|(_, t)| matches!(t, 3 | 4))
+        .filter(|(_, t)| {
+            if spm {
+                matches!(t, 2..=4)
+            } else {
+                matches!(t, 3 | 4)
+            }
+        })
         .map(|(i, t)| {
             json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": *t == 4, "special": *t == 3})
+                   "rstrip": false, "normalized": !spm && *t == 4, "special": *t != 4})
         })
         .collect();
-    let byte_level =
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    let tokenizer = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": byte_level,
-        "post_processor": null,
-        "decoder": byte_level,
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-            "vocab": vocab, "merges": merges,
-        },
-    });
+    let unk = types.iter().position(|&t| t == 2).map(|i| tokens[i]);
+    let tokenizer = if spm {
+        // SentencePiece's dummy prefix, on unless the file turns it off.
+        let prefix = file
+            .optional_bool("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(true);
+        let mut normalizers =
+            vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];
+        let mut decoders = vec![
+            json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+        ];
+        if prefix {
+            normalizers.insert(0, json!({"type": "Prepend", "prepend": "\u{2581}"}));
+            decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+        }
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": {"type": "Sequence", "normalizers": normalizers},
+            "pre_tokenizer": null,
+            "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": decoders},
+            "model": {
+                "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                "vocab": vocab, "merges": merges,
+            },
+        })
+    } else {
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": byte_level,
+            "post_processor": null,
+            "decoder": byte_level,
+            "model": {
+                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab, "merges": merges,
+            },
+        })
+    };
     Ok(tokenizer.to_string())
+}
+
+/// `tokenizer.ggml.scores`: one number per token.
+fn spm_scores(file: &GgufFile, n: usize) -> Result<Vec<f64>> {
+    let bad = || ModelError::Gguf {
+        path: file.path().into(),
+        reason: format!(
+            "metadata `tokenizer.ggml.scores` must be {n} numbers, one per token (a SentencePiece \
+             vocabulary without merges needs them to rank its merges)"
+        ),
+    };
+    file.get("tokenizer.ggml.scores")
+        .ok_or_else(bad)?
+        .as_array()
+        .and_then(|a| a.iter().map(|x| x.as_f64()).collect::<Option<Vec<_>>>())
+        .filter(|s| s.len() == n && s.iter().all(|v| v.is_finite()))
+        .ok_or_else(bad)
+}
+
+/// BPE merges of a SentencePiece vocabulary: every split of a piece into
+/// two pieces of the vocabulary is a merge ranked by the whole piece's
+/// score (highest first; ties in vocabulary order, then by the parts' ids)
+/// — SentencePiece's BPE merges the adjacent pair whose union scores
+/// highest, which is this ranking.
+fn spm_merges(tokens: &[&str], scores: &[f64]) -> Vec<Value> {
+    let ids: std::collections::HashMap<&str, usize> =
+        tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let mut merges: Vec<(f64, usize, usize, usize)> = Vec::new();
+    for (piece_id, piece) in tokens.iter().enumerate() {
+        let mut local: Vec<(usize, usize)> = piece
+            .char_indices()
+            .skip(1)
+            .filter_map(|(at, _)| Some((*ids.get(&piece[..at])?, *ids.get(&piece[at..])?)))
+            .collect();
+        local.sort_unstable();
+        merges.extend(local.into_iter().map(|(l, r)| (scores[piece_id], piece_id, l, r)));
+    }
+    // Stable: equal scores keep the vocabulary order.
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0));
+    merges
+        .into_iter()
+        // Pairs, not "left right" strings: a piece may hold a space.
+        .map(|(_, _, l, r)| json!([tokens[l], tokens[r]]))
+        .collect()
 }
 
 /// Special tokens and chat template from GGUF metadata.
@@ -110,16 +219,24 @@ fn gguf_specials(file: &GgufFile) -> Result<(SpecialTokens, Option<String>)> {
 }
 
 /// The tokenizer of a GGUF model: `tokenizer.json` beside the file when it
-/// exists, else the one its metadata describes; special tokens and the
-/// chat template from the metadata.
+/// exists, else the one its metadata describes; special tokens, the chat
+/// template and whether prompts start with the beginning-of-sequence token
+/// (`tokenizer.ggml.add_bos_token`; when absent, on for SentencePiece
+/// vocabularies and off for byte-level BPE, as llama.cpp defaults) from the
+/// metadata.
 pub fn gguf_causal_tokenizer(file: &GgufFile) -> Result<CausalTokenizer> {
     let (specials, template) = gguf_specials(file)?;
+    let add_bos = match file.optional_bool("tokenizer.ggml.add_bos_token")? {
+        Some(b) => b,
+        None => file.optional_str("tokenizer.ggml.model")? == Some("llama"),
+    };
     let beside = file.path().with_file_name("tokenizer.json");
-    Ok(if beside.is_file() {
+    let tokenizer = if beside.is_file() {
         CausalTokenizer::from_file(&beside, specials, template)?
     } else {
         CausalTokenizer::from_json(&gguf_tokenizer_json(file)?, file.path(), specials, template)?
-    })
+    };
+    Ok(tokenizer.with_add_bos(add_bos)?)
 }
 
 /// A special token of `tokenizer_config.json`: a string or `{"content": …}`.
@@ -180,7 +297,17 @@ pub fn folder_causal_tokenizer(dir: &Path) -> Result<CausalTokenizer> {
         pad: config_token(&config, "pad_token"),
         extra_stops: Vec::new(),
     };
-    Ok(CausalTokenizer::from_file(&path, specials, template)?)
+    let add_bos = match config.get("add_bos_token") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ModelError::Config {
+                path: config_path,
+                reason: format!("`add_bos_token` must be true or false, not {other}"),
+            });
+        }
+    };
+    Ok(CausalTokenizer::from_file(&path, specials, template)?.with_add_bos(add_bos)?)
 }
 
 /// The tokenizer of a decoder at `path` (a `.gguf` file, a folder with one,

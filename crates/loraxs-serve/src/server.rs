@@ -896,7 +896,7 @@ async fn completions(
         .iter()
         .map(|t| {
             tokenizer
-                .encode(t)
+                .encode_prompt(t)
                 .map_err(|e| ApiError::bad_request(e.to_string()).param("prompt"))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -978,7 +978,7 @@ async fn chat_completions(
         .apply_chat_template(&messages, true)
         .map_err(|e| ApiError::unprocessable(e.to_string()).param("messages"))?;
     let prompt = tokenizer
-        .encode(&text)
+        .encode_prompt(&text)
         .map_err(|e| ApiError::bad_request(e.to_string()).param("messages"))?;
     if request.stream == Some(true) {
         let usage = request.stream_options.is_some_and(|o| o.include_usage);

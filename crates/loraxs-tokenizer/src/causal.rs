@@ -51,6 +51,7 @@ pub struct CausalTokenizer {
     stop_ids: Vec<u32>,
     pad_id: u32,
     chat_template: Option<String>,
+    add_bos: bool,
 }
 
 impl std::fmt::Debug for CausalTokenizer {
@@ -59,6 +60,7 @@ impl std::fmt::Debug for CausalTokenizer {
             .field("source", &self.source)
             .field("specials", &self.specials)
             .field("chat_template", &self.chat_template.is_some())
+            .field("add_bos", &self.add_bos)
             .finish()
     }
 }
@@ -103,7 +105,38 @@ impl CausalTokenizer {
             stop_ids,
             pad_id,
             chat_template,
+            add_bos: false,
         })
+    }
+
+    /// Whether prompts start with the beginning-of-sequence token
+    /// ([`CausalTokenizer::encode_prompt`]); off unless set. Llama and
+    /// Mistral tokenizers set it (`add_bos_token` in
+    /// `tokenizer_config.json`, `tokenizer.ggml.add_bos_token` in GGUF).
+    /// Fails when it is set and the tokenizer names no such token.
+    pub fn with_add_bos(mut self, add_bos: bool) -> Result<Self> {
+        if add_bos && self.bos_id().is_none() {
+            return Err(TokenizerError::Tokenizer {
+                path: self.source.clone(),
+                reason: "prompts should start with a beginning-of-sequence token, but none is named".into(),
+            });
+        }
+        self.add_bos = add_bos;
+        Ok(self)
+    }
+
+    /// Whether [`CausalTokenizer::encode_prompt`] starts prompts with the
+    /// beginning-of-sequence token.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// The id of the beginning-of-sequence token, when one is named.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.specials
+            .bos
+            .as_deref()
+            .and_then(|t| self.inner.token_to_id(t))
     }
 
     /// A tokenizer from a `tokenizer.json` file.
@@ -152,6 +185,21 @@ impl CausalTokenizer {
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| TokenizerError::Input(format!("{}: cannot tokenise: {e}", self.source.display())))
+    }
+
+    /// Token ids of a prompt: [`CausalTokenizer::encode`], starting with
+    /// the beginning-of-sequence token when the tokenizer adds one and the
+    /// text (e.g. a chat template's output) does not already begin with it
+    /// — what Hugging Face's tokenizers and llama.cpp feed the model.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if self.add_bos
+            && let Some(bos) = self.bos_id()
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
     }
 
     /// The text of `ids`, special tokens left out when `skip_special`.

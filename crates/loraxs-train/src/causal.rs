@@ -240,7 +240,8 @@ pub fn tokenize_math(
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let prompt = tokenizer.encode(&prompt_text(tokenizer, style, &e.question)?)?;
+            let prompt_text = prompt_text(tokenizer, style, &e.question)?;
+            let prompt = tokenizer.encode_prompt(&prompt_text)?;
             if prompt.len() >= max_length {
                 return Err(TrainError::Data(loraxs_data::DataError::Row {
                     path: source.into(),
@@ -251,8 +252,20 @@ pub fn tokenize_math(
                     ),
                 }));
             }
-            let mut ids = prompt.clone();
-            ids.extend(tokenizer.encode(&strip_calculator(&e.response))?);
+            // Prompt and response tokenised as one text, as the paper's
+            // code does (a SentencePiece vocabulary would otherwise give the
+            // response its own `▁` prefix); where the joint ids do not start
+            // with the prompt's (a merge across the boundary), the two are
+            // tokenised apart.
+            let response = strip_calculator(&e.response);
+            let joint = tokenizer.encode_prompt(&format!("{prompt_text}{response}"))?;
+            let mut ids = if joint.starts_with(&prompt) {
+                joint
+            } else {
+                let mut ids = prompt.clone();
+                ids.extend(tokenizer.encode(&response)?);
+                ids
+            };
             ids.push(stop);
             ids.truncate(max_length);
             Ok(CausalExample {
@@ -391,9 +404,11 @@ impl MathEval<'_> {
             let prompts = chunk
                 .iter()
                 .map(|p| {
-                    Ok(self
-                        .tokenizer
-                        .encode(&prompt_text(self.tokenizer, self.prompt, &p.question)?)?)
+                    Ok(self.tokenizer.encode_prompt(&prompt_text(
+                        self.tokenizer,
+                        self.prompt,
+                        &p.question,
+                    )?)?)
                 })
                 .collect::<Result<Vec<_>, TrainError>>()?;
             let out = generate(model, &prompts, pad, &config, device)?;

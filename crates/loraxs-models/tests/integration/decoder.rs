@@ -364,3 +364,102 @@ fn gemma_2_and_unknown_activations_are_refused_by_name() {
     let err = loraxs_models::check_supported(&c).unwrap_err().to_string();
     assert!(err.contains("relu"), "{err}");
 }
+
+/// A Llama-2/Mistral-style GGUF vocabulary (`tokenizer.ggml.model` =
+/// `llama`: SentencePiece pieces and scores, byte fallback, no merges),
+/// trained by SentencePiece on GSM8K text and written as llama.cpp writes
+/// it (`tools/make_fixtures.py spm-tiny`). The ids must be SentencePiece's
+/// own (special tokens in the text parsed as llama.cpp parses them); they
+/// are transformers' too except where its GGUF conversion drops the dummy
+/// prefix (text starting with a space, text after a special token).
+#[test]
+fn sentencepiece_gguf_vocabularies_tokenise_as_sentencepiece_does() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spm_tiny");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let list = |key: &str| -> Vec<serde_json::Value> { expected[key].as_array().unwrap().clone() };
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let tokenizer = loraxs_models::load_causal_tokenizer(&dir.join("spm-tiny.gguf")).unwrap();
+    let texts = list("texts");
+    let (spm, hf) = (list("sentencepiece_ids"), list("transformers_ids"));
+    let (mut same_as_hf, mut checked) = (0, 0);
+    for (i, text) in texts.iter().enumerate() {
+        let text = text.as_str().unwrap();
+        let got = tokenizer.encode(text).unwrap();
+        assert_eq!(got, ids(&spm[i]), "text {i}: {text:?}");
+        same_as_hf += usize::from(got == ids(&hf[i]));
+        checked += 1;
+        // Decoding gives SentencePiece's text back (which drops control
+        // tokens).
+        assert_eq!(
+            tokenizer.decode(&got, true).unwrap(),
+            expected["sentencepiece_decoded"][i].as_str().unwrap(),
+            "text {i}"
+        );
+    }
+    // The texts exercise the prefix differences and more: most agree.
+    assert_eq!((same_as_hf, checked), (texts.len() - 3, texts.len()));
+    // Byte fallback: characters outside the vocabulary become <0xNN> pieces.
+    let emoji = tokenizer.encode("\u{1F600}").unwrap();
+    assert_eq!(emoji.len(), 5, "▁ + 4 UTF-8 bytes: {emoji:?}");
+    assert_eq!(tokenizer.decode(&emoji, false).unwrap(), "\u{1F600}");
+
+    // `tokenizer.ggml.add_bos_token`: prompts start with <s>, once.
+    assert!(tokenizer.add_bos());
+    let with_bos = list("transformers_ids_with_bos");
+    let prompt = texts[0].as_str().unwrap();
+    assert_eq!(tokenizer.encode_prompt(prompt).unwrap(), ids(&with_bos[0]));
+    let chat = [
+        loraxs_models::ChatMessage::new("user", "What is 12 + 30?"),
+        loraxs_models::ChatMessage::new("assistant", "42."),
+    ];
+    let rendered = tokenizer.apply_chat_template(&chat, false).unwrap();
+    assert_eq!(rendered, expected["chat_rendered"].as_str().unwrap());
+    let chat_ids = tokenizer.encode_prompt(&rendered).unwrap();
+    assert_eq!(chat_ids.iter().filter(|&&t| t == 1).count(), 1, "{chat_ids:?}");
+    assert_eq!(tokenizer.stop_ids(), [2]);
+}
+
+/// A GGUF vocabulary of a kind loraxs does not build is an error naming
+/// the key and the way out; so is a SentencePiece one without scores.
+#[test]
+fn unsupported_gguf_vocabularies_are_refused_by_name() {
+    use loraxs_models::gguf::{GgufFile, GgufValue, GgufWriter};
+    let strings = |v: &[&str]| GgufValue::Array(v.iter().map(|s| GgufValue::String(s.to_string())).collect());
+    let file = |model: &str, scores: bool| {
+        let mut b = GgufWriter::new()
+            .meta("general.architecture", GgufValue::String("llama".into()))
+            .meta("tokenizer.ggml.model", GgufValue::String(model.into()))
+            .meta("tokenizer.ggml.tokens", strings(&["<unk>", "a", "b", "ab"]));
+        if scores {
+            b = b.meta(
+                "tokenizer.ggml.scores",
+                GgufValue::Array(vec![GgufValue::F32(0.0); 3]),
+            );
+        }
+        GgufFile::parse(b.to_bytes(), "vocab.gguf").unwrap()
+    };
+    let e = loraxs_models::gguf_tokenizer_json(&file("bert", true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vocab.gguf") && e.contains("`tokenizer.ggml.model` is `bert`"),
+        "{e}"
+    );
+    assert!(e.contains("tokenizer.json beside"), "{e}");
+    // Three scores for four tokens.
+    let e = loraxs_models::gguf_tokenizer_json(&file("llama", true))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`tokenizer.ggml.scores` must be 4 numbers"), "{e}");
+    let e = loraxs_models::gguf_tokenizer_json(&file("llama", false))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`tokenizer.ggml.scores`"), "{e}");
+}

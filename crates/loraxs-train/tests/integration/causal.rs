@@ -243,3 +243,45 @@ fn a_resumed_math_run_equals_an_uninterrupted_one() {
     let steps = causal_epoch_steps(&[10; 12], 2, 2, 8, 0);
     assert_eq!(steps.len(), 3);
 }
+
+/// With a SentencePiece vocabulary (Llama-2/Mistral style, the committed
+/// `spm_tiny` GGUF vocabulary): the prompt starts with `<s>` once, prompt
+/// and response are one text as the paper's code tokenises them (the
+/// response gets no `▁` prefix of its own), the loss covers the response
+/// and `</s>`.
+#[test]
+fn sentencepiece_examples_start_with_bos_and_tokenise_prompt_and_response_together() {
+    let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../loraxs-models/tests/fixtures/spm_tiny/spm-tiny.gguf");
+    let tokenizer = load_causal_tokenizer(&gguf).unwrap();
+    let example = loraxs_data::math::MathExample {
+        question: "Tom has 3 apples and buys 4 more. How many apples does he have?".into(),
+        response: "Tom has 3 + 4 = 7 apples.\n#### 7".into(),
+        answer: "7".into(),
+    };
+    let tokenized = loraxs_train::tokenize_math(
+        std::slice::from_ref(&example),
+        &tokenizer,
+        PromptStyle::Alpaca,
+        512,
+        &gguf,
+    )
+    .unwrap();
+    let prompt = loraxs_train::prompt_text(&tokenizer, PromptStyle::Alpaca, &example.question).unwrap();
+    let mut joint = tokenizer
+        .encode_prompt(&format!("{prompt}{}", example.response))
+        .unwrap();
+    joint.push(2);
+    let t = &tokenized[0];
+    assert_eq!(t.ids, joint);
+    assert_eq!(t.ids[0], 1, "starts with <s>");
+    assert_eq!(t.ids.iter().filter(|&&i| i == 1).count(), 1);
+    assert_eq!(t.prompt_len, tokenizer.encode_prompt(&prompt).unwrap().len());
+    // The response after the prompt's closing newline: `Tom`, not `▁Tom`.
+    let apart = tokenizer.encode(&example.response).unwrap();
+    assert_ne!(&t.ids[t.prompt_len..t.ids.len() - 1], apart.as_slice());
+    assert_eq!(
+        tokenizer.decode(&t.ids[t.prompt_len..], true).unwrap(),
+        example.response
+    );
+}
