@@ -15,7 +15,7 @@
 //! trained pooler plus a classifier. A BERT-style head on RoBERTa has no
 //! transformers class (RoBERTa's classifier has no pooler) and is refused.
 
-use loraxs::{AdapterFile, HEAD_OUTPUT_TENSOR, StoredTensor};
+use loraxs::{AdapterFile, HEAD_OUTPUT_TENSOR};
 use loraxs_models::ModelType;
 use serde_json::{Map, Value, json};
 
@@ -63,19 +63,7 @@ pub fn transformers_head(file: &AdapterFile, model_type: ModelType) -> Result<Tr
             found: out.shape.clone(),
         });
     };
-    let get = |name: &str, shape: Vec<usize>| -> Result<&StoredTensor, HeadError> {
-        let t = file.tensors.get(name).ok_or_else(|| HeadError::MissingTensor {
-            tensor: name.to_string(),
-        })?;
-        if t.shape != shape {
-            return Err(HeadError::ShapeMismatch {
-                tensor: name.to_string(),
-                expected: shape,
-                found: t.shape.clone(),
-            });
-        }
-        Ok(t)
-    };
+    let get = |name: &str, shape: Vec<usize>| crate::stored_tensor(file, name, shape);
     let linear =
         |stored: &str, named: &str, d_out: usize, d_in: usize| -> Result<[NamedTensor; 2], HeadError> {
             let w = get(&format!("head.{stored}.weight"), vec![d_out, d_in])?;

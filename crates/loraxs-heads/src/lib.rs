@@ -61,6 +61,25 @@ pub enum HeadError {
     },
 }
 
+/// The stored tensor `name` of an adapter file, checked to have `shape`.
+pub(crate) fn stored_tensor<'a>(
+    file: &'a AdapterFile,
+    name: &str,
+    shape: Vec<usize>,
+) -> Result<&'a StoredTensor, HeadError> {
+    let t = file.tensors.get(name).ok_or_else(|| HeadError::MissingTensor {
+        tensor: name.to_string(),
+    })?;
+    if t.shape != shape {
+        return Err(HeadError::ShapeMismatch {
+            tensor: name.to_string(),
+            expected: shape,
+            found: t.shape.clone(),
+        });
+    }
+    Ok(t)
+}
+
 /// Which Hugging Face head layout to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -209,19 +228,7 @@ impl<B: Backend> Head<B> {
     /// Loads the head's tensors from an adapter file, checking every name
     /// and shape.
     pub fn load(mut self, file: &AdapterFile) -> Result<Self, HeadError> {
-        let get = |name: &str, shape: Vec<usize>| -> Result<&StoredTensor, HeadError> {
-            let t = file.tensors.get(name).ok_or_else(|| HeadError::MissingTensor {
-                tensor: name.to_string(),
-            })?;
-            if t.shape != shape {
-                return Err(HeadError::ShapeMismatch {
-                    tensor: name.to_string(),
-                    expected: shape,
-                    found: t.shape.clone(),
-                });
-            }
-            Ok(t)
-        };
+        let get = |name: &str, shape: Vec<usize>| stored_tensor(file, name, shape);
         let load = |name: &str, l: Linear<B>| -> Result<Linear<B>, HeadError> {
             let [d_in, d_out] = l.weight.dims();
             let device = l.weight.device();
