@@ -89,8 +89,9 @@ pub fn gguf_tokenizer_json(file: &GgufFile) -> Result<String> {
                    "rstrip": false, "normalized": !spm && *t == 4, "special": *t != 4})
         })
         .collect();
-    let unk = types.iter().position(|&t| t == 2).map(|i| tokens[i]);
-    let tokenizer = if spm {
+    // The two kinds differ in pre-processing, decoding and the BPE model's
+    // unknown-token handling; the rest of the file is the same.
+    let (normalizer, pre_tokenizer, decoder) = if spm {
         // SentencePiece's dummy prefix, on unless the file turns it off.
         let prefix = file
             .optional_bool("tokenizer.ggml.add_space_prefix")?
@@ -106,40 +107,36 @@ pub fn gguf_tokenizer_json(file: &GgufFile) -> Result<String> {
             normalizers.insert(0, json!({"type": "Prepend", "prepend": "\u{2581}"}));
             decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
         }
-        json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": {"type": "Sequence", "normalizers": normalizers},
-            "pre_tokenizer": null,
-            "post_processor": null,
-            "decoder": {"type": "Sequence", "decoders": decoders},
-            "model": {
-                "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                "vocab": vocab, "merges": merges,
-            },
-        })
+        (
+            json!({"type": "Sequence", "normalizers": normalizers}),
+            Value::Null,
+            json!({"type": "Sequence", "decoders": decoders}),
+        )
     } else {
         let byte_level =
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-        json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": byte_level,
-            "post_processor": null,
-            "decoder": byte_level,
-            "model": {
-                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                "vocab": vocab, "merges": merges,
-            },
-        })
+        (Value::Null, byte_level.clone(), byte_level)
     };
+    let unk = if spm {
+        types.iter().position(|&t| t == 2).map(|i| tokens[i])
+    } else {
+        None
+    };
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": decoder,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": spm, "byte_fallback": spm, "ignore_merges": false,
+            "vocab": vocab, "merges": merges,
+        },
+    });
     Ok(tokenizer.to_string())
 }
 
