@@ -36,6 +36,23 @@ pub struct Overrides {
     pub head_dropout: Option<f64>,
 }
 
+impl Overrides {
+    /// These overrides without the ones that select a part of the profile
+    /// (tasks, methods, ranks, seeds): the recipe they change stays. A
+    /// reproduction run in pieces (`--tasks cola --seeds 2`) tabulates the
+    /// plan of these, so that each piece rewrites the whole profile's table
+    /// from the records, not a table of the piece alone.
+    pub fn recipe_only(&self) -> Overrides {
+        Overrides {
+            tasks: None,
+            methods: None,
+            ranks: None,
+            seeds: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// The runs of a reproduction, in the order they run, and notes on what
 /// was left out or changed.
 #[derive(Debug, Clone, PartialEq)]

@@ -112,6 +112,16 @@ pub fn reproduce_glue(profile: &Profile, overrides: &Overrides, settings: &RunSe
         .clone()
         .unwrap_or_else(|| PathBuf::from("target/loraxs-checkpoints"));
     let plan = plan(profile, overrides, &data_dir, &checkpoints)?;
+    // The table is the profile's, whatever part of it this call trains:
+    // the runs of the selection-free plan, then any of this call's that it
+    // lacks.
+    let mut table_keys =
+        crate::plan::plan(profile, &overrides.recipe_only(), &data_dir, &checkpoints)?.keys();
+    for key in plan.keys() {
+        if !table_keys.contains(&key) {
+            table_keys.push(key);
+        }
+    }
     for note in &plan.notes {
         eprintln!("note: {note}");
     }
@@ -222,7 +232,7 @@ pub fn reproduce_glue(profile: &Profile, overrides: &Overrides, settings: &RunSe
         todo.len(),
         started.elapsed().as_secs_f64() / 60.0
     );
-    let records = results.of(&plan.keys());
+    let records = results.of(&table_keys);
     let out = write_report(&profile.name, &records, &plan.notes, &results_path)?;
     eprintln!("wrote {} and its figures", out.display());
     Ok(Outcome {

@@ -69,6 +69,40 @@ fn the_paper_grid_plans_every_rate_pair_seed_and_rank_with_mnli_first() {
 }
 
 #[test]
+fn a_piece_of_a_profile_is_tabulated_with_the_whole_profile() {
+    // `reproduce --tasks cola --seeds 2 --lr 0.05` trains a piece; its table
+    // is drawn from the plan of `recipe_only`: every task, method and seed of
+    // the profile, with the piece's recipe (the rate) kept.
+    let profile = Profile::load("standard").unwrap();
+    let data = data_dir(&GlueTask::ALL);
+    let piece = Overrides {
+        tasks: Some(vec!["cola".into()]),
+        methods: Some(vec!["lora".into()]),
+        ranks: Some(vec![4]),
+        seeds: Some(vec![2]),
+        lr: Some(0.05),
+        ..Default::default()
+    };
+    let whole = piece.recipe_only();
+    assert_eq!(whole.lr, Some(0.05));
+    assert!(
+        whole.tasks.is_none() && whole.methods.is_none() && whole.ranks.is_none() && whole.seeds.is_none()
+    );
+    let piece_keys = plan(&profile, &piece, data.path(), Path::new("c"))
+        .unwrap()
+        .keys();
+    let whole_plan = plan(&profile, &whole, data.path(), Path::new("c")).unwrap();
+    let full = plan(&profile, &Overrides::default(), data.path(), Path::new("c")).unwrap();
+    assert_eq!(piece_keys.len(), 1);
+    assert_eq!(whole_plan.runs.len(), full.runs.len());
+    assert!(whole_plan.runs.iter().all(|r| r.lr == 0.05));
+    let tasks: std::collections::BTreeSet<_> = whole_plan.runs.iter().map(|r| r.task).collect();
+    assert_eq!(tasks.len(), profile.tasks.len());
+    // The piece's own rank is not the profile's: the table adds it.
+    assert!(!whole_plan.keys().contains(&piece_keys[0]));
+}
+
+#[test]
 fn overrides_replace_the_profile_and_bad_values_name_the_field() {
     let profile = Profile::load("quick").unwrap();
     let data = data_dir(&[GlueTask::Sst2, GlueTask::Rte]);

@@ -105,6 +105,30 @@ fn a_grid_run_two_jobs_at_a_time_writes_the_records_of_one_at_a_time() {
 }
 
 #[test]
+fn each_piece_of_a_profile_rewrites_the_whole_profiles_table() {
+    // The standard profile is run in pieces (`--tasks`, `--seeds`); the
+    // table each piece writes must hold every record of the profile, not
+    // the piece's alone.
+    let Some((model, data)) = inputs() else { return };
+    let out = tempfile::tempdir().unwrap();
+    for task in ["rte", "mrpc"] {
+        run_ok(
+            reproduce(
+                &model,
+                &data,
+                out.path(),
+                &["--tasks", task, "--methods", "lora-xs"],
+            ),
+            task,
+        );
+    }
+    assert_eq!(records(out.path()).len(), 2);
+    let table = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    let header = table.lines().find(|l| l.starts_with("| method")).unwrap();
+    assert!(header.contains("RTE") && header.contains("MRPC"), "{header}");
+}
+
+#[test]
 fn two_processes_never_append_to_one_results_file() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("glue.jsonl");
