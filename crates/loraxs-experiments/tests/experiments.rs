@@ -69,6 +69,24 @@ fn the_paper_grid_plans_every_rate_pair_seed_and_rank_with_mnli_first() {
 }
 
 #[test]
+fn the_study_profiles_beside_the_built_in_ones_still_parse_and_plan() {
+    // Studies documented in docs/glue.md are run from these files by path;
+    // a schema change must not leave them unrunnable.
+    let data = data_dir(&GlueTask::ALL);
+    let study = Profile::load(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/glue-cola-study.json")).unwrap();
+    assert_eq!(study.name, "cola-study");
+    let keys = plan(&study, &Overrides::default(), data.path(), Path::new("c")).unwrap().keys();
+    assert_eq!(
+        keys,
+        [
+            "cola-lora-xs-r16-s0-lr0.01-hlr0.002-e10-nall-w4-do0",
+            "cola-lora-xs-r16-s0-lr0.03-hlr0.002-e10-nall-w4-do0",
+            "cola-lora-r8-s0-lr0.003-hlr0.002-e10-nall-w4-do0",
+        ]
+    );
+}
+
+#[test]
 fn a_piece_of_a_profile_is_tabulated_with_the_whole_profile() {
     // `reproduce --tasks cola --seeds 2 --lr 0.05` trains a piece; its table
     // is drawn from the plan of `recipe_only`: every task, method and seed of
