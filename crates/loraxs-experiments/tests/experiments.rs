@@ -73,9 +73,15 @@ fn the_study_profiles_beside_the_built_in_ones_still_parse_and_plan() {
     // Studies documented in docs/glue.md are run from these files by path;
     // a schema change must not leave them unrunnable.
     let data = data_dir(&GlueTask::ALL);
-    let study = Profile::load(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/glue-cola-study.json")).unwrap();
+    let study = Profile::load(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles/glue-cola-study.json"
+    ))
+    .unwrap();
     assert_eq!(study.name, "cola-study");
-    let keys = plan(&study, &Overrides::default(), data.path(), Path::new("c")).unwrap().keys();
+    let keys = plan(&study, &Overrides::default(), data.path(), Path::new("c"))
+        .unwrap()
+        .keys();
     assert_eq!(
         keys,
         [
