@@ -47,7 +47,7 @@ pub use math::{
     BaseRecord, MATH_BUILT_IN, MathMethod, MathProfile, MathRecord, math_table, read_math_results,
     reproduce_math, write_math_report,
 };
-pub use plan::{Overrides, Plan, plan};
+pub use plan::{Overrides, Plan, plan, plan_with};
 pub use profile::{BUILT_IN, MethodSettings, PerTask, Profile};
 pub use results::Results;
 pub use run::{Outcome, ResultsLock, RunSettings, report_glue, reproduce_glue, train_one, write_report};

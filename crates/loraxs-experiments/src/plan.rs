@@ -95,6 +95,17 @@ fn rates(
 /// missing from `data_dir` are skipped with a note; `checkpoints` is where
 /// runs starting from an MNLI adapter find it.
 pub fn plan(profile: &Profile, overrides: &Overrides, data_dir: &Path, checkpoints: &Path) -> Result<Plan> {
+    plan_with(profile, overrides, Some(data_dir), checkpoints)
+}
+
+/// [`plan`] without looking for data files when `data_dir` is `None` (every
+/// task is planned): what a table of existing records needs.
+pub fn plan_with(
+    profile: &Profile,
+    overrides: &Overrides,
+    data_dir: Option<&Path>,
+    checkpoints: &Path,
+) -> Result<Plan> {
     let mut tasks = Vec::new();
     for name in overrides.tasks.as_ref().unwrap_or(&profile.tasks) {
         tasks.push(GlueTask::parse(name).ok_or_else(|| {
@@ -110,12 +121,15 @@ pub fn plan(profile: &Profile, overrides: &Overrides, data_dir: &Path, checkpoin
     let mut runs: Vec<RunConfig> = Vec::new();
     let mut notes = Vec::new();
     for task in tasks {
-        let missing: Vec<String> = [Split::Train]
-            .iter()
-            .chain(task.dev_splits())
-            .filter(|&&s| !task.has(data_dir, s))
-            .map(|&s| task.path(data_dir, s).display().to_string())
-            .collect();
+        let missing: Vec<String> = match data_dir {
+            None => Vec::new(),
+            Some(dir) => [Split::Train]
+                .iter()
+                .chain(task.dev_splits())
+                .filter(|&&s| !task.has(dir, s))
+                .map(|&s| task.path(dir, s).display().to_string())
+                .collect(),
+        };
         if !missing.is_empty() {
             notes.push(format!("{task}: skipped, missing {}", missing.join(", ")));
             continue;

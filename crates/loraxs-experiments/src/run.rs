@@ -451,24 +451,18 @@ pub fn report_glue(profile: &Profile, overrides: &Overrides, settings: &RunSetti
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("docs/results/glue-{}.jsonl", profile.name)));
     let results = Results::open(&results_path)?;
-    // The plan decides which records belong to the table; data that is
-    // missing here only drops tasks from the plan, so plan without the
-    // data-file check when no data folder is known.
-    let data_dir = loraxs_data::data_dir(settings.data_dir.as_deref()).ok();
+    // The plan decides which records belong to the table, whether or not
+    // the data is on this machine (without the data-file check: a table of
+    // records needs no data). `--all` takes every record instead.
     let checkpoints = PathBuf::from("target/loraxs-checkpoints");
-    let (keys, notes) = match &data_dir {
-        _ if settings.all_records => (
+    let (keys, notes) = if settings.all_records {
+        (
             results.records.iter().map(|r| r.key.clone()).collect(),
             Vec::new(),
-        ),
-        Some(dir) => {
-            let plan = plan(profile, overrides, dir, &checkpoints)?;
-            (plan.keys(), plan.notes)
-        }
-        None => (
-            results.records.iter().map(|r| r.key.clone()).collect(),
-            Vec::new(),
-        ),
+        )
+    } else {
+        let plan = crate::plan::plan_with(profile, overrides, None, &checkpoints)?;
+        (plan.keys(), plan.notes)
     };
     write_report(&profile.name, &results.of(&keys), &notes, &results_path)
 }

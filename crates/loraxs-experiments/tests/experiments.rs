@@ -93,6 +93,26 @@ fn the_study_profiles_beside_the_built_in_ones_still_parse_and_plan() {
 }
 
 #[test]
+fn a_table_of_records_is_planned_without_the_data() {
+    // `report glue` on a machine without the GLUE files must still pick the
+    // profile's records (not every record of the file, superseded rates
+    // included): it plans with no data folder.
+    let profile = Profile::load("standard").unwrap();
+    let data = data_dir(&GlueTask::ALL);
+    let with = plan(&profile, &Overrides::default(), data.path(), Path::new("c")).unwrap();
+    let without =
+        loraxs_experiments::plan_with(&profile, &Overrides::default(), None, Path::new("c")).unwrap();
+    assert_eq!(with.keys(), without.keys());
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        plan(&profile, &Overrides::default(), empty.path(), Path::new("c"))
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+}
+
+#[test]
 fn a_piece_of_a_profile_is_tabulated_with_the_whole_profile() {
     // `reproduce --tasks cola --seeds 2 --lr 0.05` trains a piece; its table
     // is drawn from the plan of `recipe_only`: every task, method and seed of
