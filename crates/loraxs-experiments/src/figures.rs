@@ -137,18 +137,57 @@ pub fn draw_glue_figures(title: &str, records: &[RunRecord], paths: &[PathBuf; 3
 }
 
 /// A white SVG canvas at `path` with `title` on top and `n` panels under
-/// it (at most three per row); present the first value when done.
-fn canvas<'a>(path: &'a Path, n: usize, title: &str) -> Result<(Area<'a>, Vec<Area<'a>>)> {
+/// it (at most three per row), and the first cell of the grid left over,
+/// if any (five tasks leave one: the figure's legend goes there); present
+/// the first value when done.
+fn canvas<'a>(path: &'a Path, n: usize, title: &str) -> Result<(Area<'a>, Vec<Area<'a>>, Option<Area<'a>>)> {
     let (rows, cols) = grid(n);
     let err = |e: &dyn std::fmt::Display| figure_error(path, e);
     let root =
         SVGBackend::new(path, ((420 * cols as u32).max(900), 320 * rows as u32 + 30)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let panels = root
+    let mut panels = root
         .titled(title, ("sans-serif", 18))
         .map_err(|e| err(&e))?
         .split_evenly((rows, cols));
-    Ok((root, panels))
+    let spare = panels.split_off(n.min(panels.len())).into_iter().next();
+    Ok((root, panels, spare))
+}
+
+/// The entries of a figure's legend: label, colour and whether the line
+/// is dashed (the reference), each once, in the order first drawn.
+#[derive(Default)]
+struct LegendEntries(Vec<(String, RGBColor, bool)>);
+
+impl LegendEntries {
+    fn add(&mut self, label: &str, colour: RGBColor, dashed: bool) {
+        if !self.0.iter().any(|e| e.0 == label) {
+            self.0.push((label.to_string(), colour, dashed));
+        }
+    }
+}
+
+/// One legend for the whole figure in a spare cell of its grid, in place
+/// of a legend in every panel that would hide some of the panel's lines.
+fn draw_shared_legend(area: &Area<'_>, entries: &LegendEntries, path: &Path) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| figure_error(path, e);
+    let (x, y0, row) = (40, 60, 24);
+    for (i, (label, colour, dashed)) in entries.0.iter().enumerate() {
+        let y = y0 + row * i as i32;
+        let style = colour.stroke_width(2);
+        if *dashed {
+            for k in 0..4 {
+                area.draw(&PathElement::new(vec![(x + 9 * k, y), (x + 9 * k + 5, y)], style))
+                    .map_err(|e| err(&e))?;
+            }
+        } else {
+            area.draw(&PathElement::new(vec![(x, y), (x + 32, y)], style))
+                .map_err(|e| err(&e))?;
+        }
+        area.draw(&Text::new(label.clone(), (x + 44, y - 8), ("sans-serif", 14)))
+            .map_err(|e| err(&e))?;
+    }
+    Ok(())
 }
 
 /// A drawing area of an SVG figure.
@@ -156,6 +195,9 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// A panel: linear f64 axes (the parameters axis holds log10 values).
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The legend's name of the reference line.
+const REFERENCE: &str = "best constant prediction";
 
 /// The dashed line of the best constant prediction across a panel.
 fn draw_reference(
@@ -172,9 +214,78 @@ fn draw_reference(
             BLACK.mix(0.6).stroke_width(1),
         ))
         .map_err(|e| figure_error(path, e))?
-        .label("best constant prediction")
+        .label(REFERENCE)
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
     Ok(())
+}
+
+/// Corners for panels whose lines end high (metrics): lower ones first.
+const LOWER_FIRST: [SeriesLabelPosition; 4] = [
+    SeriesLabelPosition::LowerRight,
+    SeriesLabelPosition::LowerLeft,
+    SeriesLabelPosition::UpperLeft,
+    SeriesLabelPosition::UpperRight,
+];
+
+/// Corners for panels whose lines end low (losses): upper ones first.
+const UPPER_FIRST: [SeriesLabelPosition; 4] = [
+    SeriesLabelPosition::UpperRight,
+    SeriesLabelPosition::LowerLeft,
+    SeriesLabelPosition::LowerRight,
+    SeriesLabelPosition::UpperLeft,
+];
+
+/// The corner of a panel whose legend box would hide the least of its
+/// lines: each line is walked in steps of 1 % of the panel (so a sparse
+/// per-epoch line counts where it is drawn, not only at its dots) and the
+/// samples that fall inside the box a legend of `entries` rows takes in
+/// each corner are counted. Ties go to the first of `preferred`, which
+/// lists the four corners in the order a figure would rather use them.
+fn clearest_corner(
+    lines: &[&[(f64, f64)]],
+    (x_lo, x_hi): (f64, f64),
+    (y_lo, y_hi): (f64, f64),
+    entries: usize,
+    preferred: [SeriesLabelPosition; 4],
+) -> SeriesLabelPosition {
+    // The legend's share of the plotting area: about half its width, and
+    // a row of 11-point text per entry on a panel some 270 pixels tall.
+    let (w, h) = (0.5, (0.065 * entries as f64 + 0.05).min(0.95));
+    let norm = |(x, y): (f64, f64)| {
+        (
+            (x - x_lo) / (x_hi - x_lo).max(f64::MIN_POSITIVE),
+            (y - y_lo) / (y_hi - y_lo).max(f64::MIN_POSITIVE),
+        )
+    };
+    let mut samples = Vec::new();
+    for line in lines {
+        for pair in line.windows(2) {
+            let (a, b) = (norm(pair[0]), norm(pair[1]));
+            let steps = ((b.0 - a.0).hypot(b.1 - a.1) / 0.01).ceil().max(1.0) as usize;
+            samples.extend((0..steps).map(|i| {
+                let t = i as f64 / steps as f64;
+                (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+            }));
+        }
+        samples.extend(line.last().map(|&p| norm(p)));
+    }
+    let hidden = |corner: &SeriesLabelPosition| {
+        let (right, upper) = match corner {
+            SeriesLabelPosition::UpperLeft => (false, true),
+            SeriesLabelPosition::UpperRight => (true, true),
+            SeriesLabelPosition::LowerLeft => (false, false),
+            _ => (true, false),
+        };
+        samples
+            .iter()
+            .filter(|&&(x, y)| {
+                (if right { x >= 1.0 - w } else { x <= w }) && (if upper { y >= 1.0 - h } else { y <= h })
+            })
+            .count()
+    };
+    let counts: Vec<usize> = preferred.iter().map(hidden).collect();
+    let best = (0..4).min_by_key(|&i| (counts[i], i)).unwrap_or(0);
+    preferred[best].clone()
 }
 
 /// A panel's legend at `position`.
@@ -197,7 +308,8 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
     let points = param_points(records);
     let tasks = tasks_of(records);
     let err = |e: &dyn std::fmt::Display| figure_error(path, e);
-    let (root, panels) = canvas(
+    let mut entries = LegendEntries::default();
+    let (root, panels, spare) = canvas(
         path,
         tasks.len(),
         &format!("GLUE `{title}`: dev metric (median over seeds) against trainable adapter values"),
@@ -244,7 +356,9 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
             .map_err(|e| err(&e))?;
         if let Some(b) = baseline {
             draw_reference(&mut chart, (x_lo, x_hi), b, path)?;
+            entries.add(REFERENCE, RGBColor(102, 102, 102), true);
         }
+        let mut drawn: Vec<Vec<(f64, f64)>> = Vec::new();
         for (i, (family, line)) in families.iter().enumerate() {
             // A study's variants (`lora-xs · window 4, dropout 0`) share a
             // method: tell them apart by a palette instead.
@@ -260,6 +374,7 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
                 .filter(|p| p.0 > 0.0)
                 .map(|&(x, y)| (x.log10(), y))
                 .collect();
+            entries.add(&label, c, false);
             chart
                 .draw_series(LineSeries::new(line.iter().copied(), c.stroke_width(2)))
                 .map_err(|e| err(&e))?
@@ -268,8 +383,22 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
             chart
                 .draw_series(line.iter().map(|&p| Circle::new(p, 4, c.filled())))
                 .map_err(|e| err(&e))?;
+            drawn.push(line);
         }
-        draw_legend(&mut chart, SeriesLabelPosition::LowerRight, path)?;
+        let drawn: Vec<&[(f64, f64)]> = drawn.iter().map(Vec::as_slice).collect();
+        let corner = clearest_corner(
+            &drawn,
+            (x_lo, x_hi),
+            (y_lo, y_hi),
+            families.len() + usize::from(baseline.is_some()),
+            LOWER_FIRST,
+        );
+        if spare.is_none() {
+            draw_legend(&mut chart, corner, path)?;
+        }
+    }
+    if let Some(area) = &spare {
+        draw_shared_legend(area, &entries, path)?;
     }
     root.present().map_err(|e| err(&e))
 }
@@ -306,7 +435,31 @@ pub fn smooth(values: &[f32], window: usize) -> Vec<f64> {
     out
 }
 
-/// One line per run: its label, colour and points.
+/// The legend label of a run among `runs`: its method, with every rank
+/// the method has among them (`LoRA-XS (r=4, 8, 16)`), since a method's
+/// runs share one colour whatever their rank, seed or rate.
+fn legend_labels<'r>(runs: impl Iterator<Item = &'r RunRecord>) -> impl Fn(&RunRecord) -> String {
+    let mut ranks: BTreeMap<String, std::collections::BTreeSet<usize>> = BTreeMap::new();
+    for r in runs {
+        let a = &r.config.adapter;
+        ranks
+            .entry(a.preset_name().to_string())
+            .or_default()
+            .insert(a.rank);
+    }
+    move |r: &RunRecord| {
+        let preset = r.config.adapter.preset_name();
+        match (preset, ranks.get(preset)) {
+            ("full", _) | (_, None) => method_label(r),
+            (_, Some(ranks)) => {
+                let ranks: Vec<String> = ranks.iter().map(usize::to_string).collect();
+                format!("{} (r={})", family_name(preset), ranks.join(", "))
+            }
+        }
+    }
+}
+
+/// One line per run: its legend label, colour and points.
 type Lines = Vec<(String, RGBColor, Vec<(f64, f64)>)>;
 
 /// A figure with one panel per task and one line per run.
@@ -317,9 +470,9 @@ struct Panels<'a> {
     integer_x: bool,
     /// The dashed reference line of a task, if any.
     reference_of: &'a dyn Fn(GlueTask) -> Option<f64>,
-    /// Where the legend goes: away from where the lines end (losses end
-    /// low, metrics high).
-    legend: SeriesLabelPosition,
+    /// The corners the legend would rather take, best first (losses end
+    /// low, metrics high); the one hiding least of the lines is used.
+    legend: [SeriesLabelPosition; 4],
     y_desc: &'a dyn Fn(GlueTask) -> String,
     lines_of: &'a dyn Fn(&RunRecord) -> Vec<(f64, f64)>,
 }
@@ -336,14 +489,16 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
     } = panels;
     let tasks = tasks_of(records);
     let err = |e: &dyn std::fmt::Display| figure_error(path, e);
-    let (root, panels) = canvas(path, tasks.len(), &title)?;
+    let (root, panels, spare) = canvas(path, tasks.len(), &title)?;
+    let mut entries = LegendEntries::default();
+    let legend_label = legend_labels(records.iter());
     for (panel, task) in panels.iter().zip(&tasks) {
         let lines: Lines = records
             .iter()
             .filter(|r| r.config.task == *task)
             .map(|r| {
                 (
-                    format!("{} s{} lr {:e}", method_label(r), r.config.seed, r.config.lr),
+                    legend_label(r),
                     colour(r.config.adapter.preset_name()),
                     lines_of(r),
                 )
@@ -386,17 +541,34 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
             .map_err(|e| err(&e))?;
         if let Some(b) = baseline {
             draw_reference(&mut chart, (x_lo, x_hi), b, path)?;
+            entries.add(REFERENCE, RGBColor(102, 102, 102), true);
         }
-        // One legend entry per method and rank (seeds and rates share it).
+        let corner = {
+            let drawn: Vec<&[(f64, f64)]> = lines.iter().map(|l| l.2.as_slice()).collect();
+            let families = lines
+                .iter()
+                .map(|l| &l.0)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            clearest_corner(
+                &drawn,
+                (x_lo, x_hi),
+                (y_lo, y_hi),
+                families + usize::from(baseline.is_some()),
+                legend.clone(),
+            )
+        };
+        // One legend entry per method (seeds, rates and ranks share its
+        // colour, so they share its entry).
         let mut labelled = std::collections::BTreeSet::new();
-        for (label, c, points) in lines {
-            let family = label.split(" s").next().unwrap_or(&label).to_string();
+        for (family, c, points) in lines {
             let series = chart
                 .draw_series(LineSeries::new(
                     points.iter().copied(),
                     c.mix(0.75).stroke_width(2),
                 ))
                 .map_err(|e| err(&e))?;
+            entries.add(&family, c, false);
             if labelled.insert(family.clone()) {
                 series
                     .label(family)
@@ -408,7 +580,12 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
                     .map_err(|e| err(&e))?;
             }
         }
-        draw_legend(&mut chart, legend.clone(), path)?;
+        if spare.is_none() {
+            draw_legend(&mut chart, corner, path)?;
+        }
+    }
+    if let Some(area) = &spare {
+        draw_shared_legend(area, &entries, path)?;
     }
     root.present().map_err(|e| err(&e))
 }
@@ -419,7 +596,7 @@ fn loss_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
         x_desc: "optimiser step",
         integer_x: false,
         reference_of: &|_| None,
-        legend: SeriesLabelPosition::UpperRight,
+        legend: UPPER_FIRST,
         y_desc: &|_| "training loss".to_string(),
         lines_of: &|r: &RunRecord| {
             let losses: Vec<f32> = r
@@ -443,7 +620,7 @@ fn dev_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
         x_desc: "epoch",
         integer_x: true,
         reference_of: &|t| reference(records, t),
-        legend: SeriesLabelPosition::LowerRight,
+        legend: LOWER_FIRST,
         y_desc: &|t| format!("{} ×100", t.metrics()[0].name()),
         lines_of: &|r: &RunRecord| {
             r.epochs
@@ -458,6 +635,28 @@ fn dev_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_legend_takes_the_corner_that_hides_least_of_the_lines() {
+        use SeriesLabelPosition::*;
+        let range = ((0.0, 10.0), (0.0, 10.0));
+        // Lines ending high leave the lower corners free: the preferred
+        // lower right is kept.
+        let rising: &[(f64, f64)] = &[(0.0, 5.0), (10.0, 9.5)];
+        let at = |lines: &[&[(f64, f64)]], pref| clearest_corner(lines, range.0, range.1, 4, pref);
+        assert!(matches!(at(&[rising], LOWER_FIRST), LowerRight));
+        // A line through the lower right (drawn between two far dots, so
+        // only its segment crosses the corner) sends it to the lower left.
+        let dipping: &[(f64, f64)] = &[(4.0, 9.0), (10.0, 0.0)];
+        assert!(matches!(at(&[rising, dipping], LOWER_FIRST), LowerLeft));
+        // Lines everywhere but the upper left.
+        let low: &[(f64, f64)] = &[(0.0, 0.5), (10.0, 0.5)];
+        let right: &[(f64, f64)] = &[(9.5, 0.0), (9.5, 10.0)];
+        assert!(matches!(at(&[low, right], LOWER_FIRST), UpperLeft));
+        // Losses (falling lines) keep the preferred upper right free.
+        let falling: &[(f64, f64)] = &[(0.0, 7.0), (10.0, 0.5)];
+        assert!(matches!(at(&[falling], UPPER_FIRST), UpperRight));
+    }
 
     #[test]
     fn counts_and_running_means() {

@@ -407,6 +407,69 @@ fn the_report_draws_the_papers_figures_from_the_records() {
     // The loss panel of STS-B draws its 200 steps as one polyline.
     let loss = std::fs::read_to_string(&figures[1]).unwrap();
     assert!(loss.contains("<polyline"), "no loss curve drawn");
+    // A method's runs share a colour whatever their rank, so they share
+    // one legend entry naming the ranks; two panels fill the grid, so each
+    // panel carries its own legend.
+    let dev = std::fs::read_to_string(&figures[2]).unwrap();
+    assert_eq!(svg_texts(&dev, "LoRA-XS (r=4, 8)"), 2, "{dev}");
+    assert_eq!(svg_texts(&dev, "LoRA-XS (r=4)"), 0, "{dev}");
+    assert_eq!(svg_texts(&dev, "best constant prediction"), 2, "{dev}");
+}
+
+/// How often `text` is a text element of `svg` (plotters writes each on a
+/// line of its own).
+fn svg_texts(svg: &str, text: &str) -> usize {
+    svg.matches(&format!("\n{text}\n</text>")).count()
+}
+
+#[test]
+fn five_tasks_share_one_legend_in_the_grids_spare_cell() {
+    let tasks = [
+        GlueTask::Sst2,
+        GlueTask::Cola,
+        GlueTask::Rte,
+        GlueTask::Mrpc,
+        GlueTask::Stsb,
+    ];
+    let records: Vec<RunRecord> = tasks
+        .iter()
+        .flat_map(|&t| {
+            [
+                record(t, "lora-xs", 16, 0, 1e-2, 0.6),
+                record(t, "lora", 8, 0, 3e-3, 0.7),
+                record(t, "full", 0, 0, 5e-5, 0.8),
+            ]
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("glue-five.jsonl");
+    write_report("five", &records, &[], &results).unwrap();
+    // The parameters figure shows the rank on its x axis and names the
+    // methods alone; the per-run figures name the rank too.
+    let [params, loss, dev] = figure_paths(&results);
+    for (figure, entries) in [
+        (params, ["LoRA-XS", "LoRA", "Full FT", "best constant prediction"]),
+        (
+            dev,
+            [
+                "LoRA-XS (r=16)",
+                "LoRA (r=8)",
+                "Full FT",
+                "best constant prediction",
+            ],
+        ),
+        (loss, ["LoRA-XS (r=16)", "LoRA (r=8)", "Full FT", "LoRA (r=8)"]),
+    ] {
+        let svg = std::fs::read_to_string(&figure).unwrap();
+        for entry in entries {
+            assert_eq!(
+                svg_texts(&svg, entry),
+                1,
+                "{} names {entry} once, in the spare cell",
+                figure.display()
+            );
+        }
+    }
 }
 
 #[test]
