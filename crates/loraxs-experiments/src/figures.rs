@@ -199,6 +199,10 @@ type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64
 /// The legend's name of the reference line.
 const REFERENCE: &str = "best constant prediction";
 
+/// The reference line's colour in the shared legend: its panels' 60 %
+/// black on white, as an opaque colour.
+const REFERENCE_GREY: RGBColor = RGBColor(102, 102, 102);
+
 /// The dashed line of the best constant prediction across a panel.
 fn draw_reference(
     chart: &mut Chart<'_, '_>,
@@ -356,7 +360,7 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
             .map_err(|e| err(&e))?;
         if let Some(b) = baseline {
             draw_reference(&mut chart, (x_lo, x_hi), b, path)?;
-            entries.add(REFERENCE, RGBColor(102, 102, 102), true);
+            entries.add(REFERENCE, REFERENCE_GREY, true);
         }
         let mut drawn: Vec<Vec<(f64, f64)>> = Vec::new();
         for (i, (family, line)) in families.iter().enumerate() {
@@ -385,15 +389,15 @@ fn params_figure(title: &str, records: &[RunRecord], path: &Path) -> Result<()> 
                 .map_err(|e| err(&e))?;
             drawn.push(line);
         }
-        let drawn: Vec<&[(f64, f64)]> = drawn.iter().map(Vec::as_slice).collect();
-        let corner = clearest_corner(
-            &drawn,
-            (x_lo, x_hi),
-            (y_lo, y_hi),
-            families.len() + usize::from(baseline.is_some()),
-            LOWER_FIRST,
-        );
         if spare.is_none() {
+            let drawn: Vec<&[(f64, f64)]> = drawn.iter().map(Vec::as_slice).collect();
+            let corner = clearest_corner(
+                &drawn,
+                (x_lo, x_hi),
+                (y_lo, y_hi),
+                families.len() + usize::from(baseline.is_some()),
+                LOWER_FIRST,
+            );
             draw_legend(&mut chart, corner, path)?;
         }
     }
@@ -541,9 +545,11 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
             .map_err(|e| err(&e))?;
         if let Some(b) = baseline {
             draw_reference(&mut chart, (x_lo, x_hi), b, path)?;
-            entries.add(REFERENCE, RGBColor(102, 102, 102), true);
+            entries.add(REFERENCE, REFERENCE_GREY, true);
         }
-        let corner = {
+        // Chosen before the lines move into the chart; only a figure
+        // without a spare cell draws per-panel legends.
+        let corner = spare.is_none().then(|| {
             let drawn: Vec<&[(f64, f64)]> = lines.iter().map(|l| l.2.as_slice()).collect();
             let families = lines
                 .iter()
@@ -557,7 +563,7 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
                 families + usize::from(baseline.is_some()),
                 legend.clone(),
             )
-        };
+        });
         // One legend entry per method (seeds, rates and ranks share its
         // colour, so they share its entry).
         let mut labelled = std::collections::BTreeSet::new();
@@ -580,7 +586,7 @@ fn per_run_panels(panels: Panels<'_>, records: &[RunRecord], path: &Path) -> Res
                     .map_err(|e| err(&e))?;
             }
         }
-        if spare.is_none() {
+        if let Some(corner) = corner {
             draw_legend(&mut chart, corner, path)?;
         }
     }
